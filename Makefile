@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench digits clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision are pinned to the builds available offline here (see README)
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole pipeline on shipped real data (digits) and a synthetic ResNet-152-shaped cache.
+demo: $(STAMP)
+	$(PY) -m analysis data/digits/cache-calibration.parquet --test data/digits/cache-test.parquet \
+		--synthetic resnet152 --out reports/demo
+
+# Default test run (< 10 min on 2 cores); slow tests are opt-in.
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/search.py
+	$(PY) benchmarks/extract.py
+	$(PY) benchmarks/runtime.py
+
+# Re-create the shipped digits run (backbone, exits, caches) from scratch.
+digits: $(STAMP)
+	$(PY) -m extract digits --out data/digits
+
+clean:
+	rm -rf reports .pytest_cache
