@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q || [ $$? -eq 5 ]
 
 bench: $(STAMP)
+	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/search.py
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/runtime.py

@@ -6,9 +6,17 @@ the on-disk Parquet layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
+
+from . import _cache_checks as checks
+from . import _cache_schema as schema
+from .errors import CacheError
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,6 +25,12 @@ class ExitCache:
 
     Shapes use P = number of early exit positions (the head is position P),
     K = number of exit types, M = number of samples.
+
+    The constructor coerces every array to the dtype below (C-contiguous,
+    copying only when needed), sets absent exits to pred -1 / conf NaN /
+    MACs 0, fills the standard keys of ``metadata`` from the arrays, and
+    raises :class:`~dyce_search.CacheError` naming the array, column or value
+    at fault for any inconsistency (see docs/cache-format.md, "Validation").
 
     Attributes
     ----------
@@ -65,6 +79,74 @@ class ExitCache:
     num_classes: int
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        num_classes = checks.as_int("num_classes", self.num_classes)
+        if num_classes < 1:
+            raise CacheError(f"num_classes must be >= 1, got {num_classes}")
+        total_macs = checks.as_int("total_macs", self.total_macs)
+
+        pred = checks.as_int_array("pred", self.pred, np.int32)
+        conf = checks.as_float_array("conf", self.conf)
+        if pred.ndim != 3:
+            raise CacheError(f"pred must be 3-D [P, K, M], got shape {pred.shape}")
+        P, K, M = pred.shape
+        checks.check_shape("conf", conf, pred.shape, "[P, K, M] like pred")
+        if M == 0:
+            raise CacheError("the cache has zero samples")
+        if P == 0 or K == 0:
+            raise CacheError(f"the cache needs at least one early position and one exit type, got P={P}, K={K}")
+
+        label = checks.as_int_array("label", self.label, np.int32)
+        sample = checks.as_int_array("sample", self.sample, np.int64)
+        final_pred = checks.as_int_array("final_pred", self.final_pred, np.int32)
+        final_conf = checks.as_float_array("final_conf", self.final_conf)
+        for name, a in (("label", label), ("sample", sample), ("final_pred", final_pred), ("final_conf", final_conf)):
+            checks.check_shape(name, a, (M,), "[M], M = samples in pred/conf")
+        backbone_macs = checks.as_int_array("backbone_macs", self.backbone_macs, np.int64)
+        exit_macs = checks.as_int_array("exit_macs", self.exit_macs, np.int64)
+        available = checks.as_bool_array("available", self.available)
+        checks.check_shape("backbone_macs", backbone_macs, (P,), "[P]")
+        checks.check_shape("exit_macs", exit_macs, (P, K), "[P, K]")
+        checks.check_shape("available", available, (P, K), "[P, K]")
+        positions = checks.as_names("positions", self.positions, P, "positions")
+        exit_types = checks.as_names("exit_types", self.exit_types, K, "exit types")
+
+        checks.check_classes(schema.LABEL, label, -1, num_classes, sample, "label")
+        checks.check_classes(schema.FINAL_PRED, final_pred, 0, num_classes, sample, "prediction")
+        checks.check_unit_interval(schema.FINAL_CONF, final_conf, sample)
+        pred, conf, exit_macs = checks.normalise_absent(pred, conf, exit_macs, available)
+        checks.check_exits(pred, conf, available, num_classes, exit_types, sample)
+        checks.check_macs(backbone_macs, exit_macs, available, total_macs, positions, exit_types)
+        metadata = checks.canonical_metadata(
+            self.metadata,
+            positions=positions,
+            exit_types=exit_types,
+            backbone_macs=backbone_macs,
+            exit_macs=exit_macs,
+            available=available,
+            total_macs=total_macs,
+            num_classes=num_classes,
+        )
+        for name, value in (
+            ("label", label),
+            ("pred", pred),
+            ("conf", conf),
+            ("final_pred", final_pred),
+            ("final_conf", final_conf),
+            ("backbone_macs", backbone_macs),
+            ("exit_macs", exit_macs),
+            ("available", available),
+            ("total_macs", total_macs),
+            ("positions", positions),
+            ("exit_types", exit_types),
+            ("sample", sample),
+            ("num_classes", num_classes),
+            ("metadata", metadata),
+        ):
+            object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------ sizes
+
     @property
     def n_samples(self) -> int:
         return int(self.label.shape[0])
@@ -76,3 +158,389 @@ class ExitCache:
     @property
     def n_types(self) -> int:
         return int(self.conf.shape[1])
+
+    @property
+    def backbone(self):
+        """Backbone name from the metadata (None if not recorded)."""
+        return self.metadata.get("backbone")
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.metadata.get("synthetic", False))
+
+    # --------------------------------------------------------------- summaries
+
+    @property
+    def head_accuracy(self) -> float:
+        """A_ori: accuracy of the original head over the samples with a known label (NaN if none)."""
+        known = self.label >= 0
+        if not known.any():
+            return float("nan")
+        return float(np.mean(self.final_pred[known] == self.label[known]))
+
+    def standalone_accuracy(self, against: str = "label") -> np.ndarray:
+        """Accuracy of every exit used alone (all samples leave at it), float64 [P, K], NaN where absent.
+
+        Parameters
+        ----------
+        against : {"label", "head"}
+            ``"label"``: agreement with the known labels (samples with label -1
+            are skipped; all NaN if none is known). ``"head"``: agreement with
+            the original head's prediction, which needs no labels.
+        """
+        if against == "label":
+            known = self.label >= 0
+            reference = self.label
+            if not known.all():
+                if not known.any():
+                    return np.full((self.n_positions, self.n_types), np.nan)
+                reference = self.label[known]
+                hits = self.pred[:, :, known] == reference
+            else:
+                hits = self.pred == reference
+        elif against == "head":
+            hits = self.pred == self.final_pred
+        else:
+            raise ValueError(f"against must be 'label' or 'head', got {against!r}")
+        acc = hits.mean(axis=2, dtype=np.float64)
+        acc[~self.available] = np.nan
+        return acc
+
+    @property
+    def fingerprint(self) -> dict:
+        """What two caches must share to be searched/evaluated together.
+
+        ``{"backbone", "num_classes", "positions", "exit_types"}``; compare with
+        ``==`` or use :meth:`check_compatible` for a message naming the difference.
+        """
+        return {
+            "backbone": self.backbone,
+            "num_classes": self.num_classes,
+            "positions": list(self.positions),
+            "exit_types": list(self.exit_types),
+        }
+
+    def check_compatible(self, other: ExitCache) -> None:
+        """Raise CacheError naming what differs if ``other`` has another backbone, classes, positions or exit types."""
+        if not isinstance(other, ExitCache):
+            raise TypeError(f"expected an ExitCache, got {type(other).__name__}")
+        mine, theirs = self.fingerprint, other.fingerprint
+        diffs = []
+        for key in ("backbone", "num_classes"):
+            if mine[key] != theirs[key]:
+                diffs.append(f"{key} {mine[key]!r} vs {theirs[key]!r}")
+        for key in ("positions", "exit_types"):
+            a, b = mine[key], theirs[key]
+            if a != b:
+                if len(a) != len(b):
+                    diffs.append(f"{len(a)} vs {len(b)} {key.replace('_', ' ')}")
+                else:
+                    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+                    diffs.append(f"{key} differ at index {i}: {a[i]!r} vs {b[i]!r}")
+        if diffs:
+            raise CacheError(f"caches are not compatible: {'; '.join(diffs)}")
+
+    def equals(self, other: ExitCache) -> bool:
+        """True if every array, name and the metadata are identical (NaN equal to NaN)."""
+        if not isinstance(other, ExitCache):
+            return False
+        arrays = ("label", "pred", "final_pred", "final_conf", "backbone_macs", "exit_macs", "available", "sample")
+        return (
+            all(np.array_equal(getattr(self, n), getattr(other, n)) for n in arrays)
+            and np.array_equal(self.conf, other.conf, equal_nan=True)
+            and (self.total_macs, self.positions, self.exit_types, self.num_classes, self.metadata)
+            == (other.total_macs, other.positions, other.exit_types, other.num_classes, other.metadata)
+        )
+
+    def __repr__(self) -> str:
+        md = self.metadata
+        where = "/".join(str(v) for v in (md.get("dataset"), md.get("split")) if v is not None)
+        n_avail = int(self.available.sum())
+        known = int((self.label >= 0).sum())
+        acc = f"head accuracy {100 * self.head_accuracy:.2f}%" if known else "no labels"
+        parts = [
+            f"{self.backbone or 'unknown backbone'}" + (f" on {where}" if where else ""),
+            f"{self.n_samples} samples",
+            f"{self.n_positions} positions x {self.n_types} exit types"
+            + ("" if n_avail == self.available.size else f" ({n_avail} available)"),
+            f"{self.num_classes} classes",
+            acc + (f" on {known} labelled" if 0 < known < self.n_samples else ""),
+            f"{self.total_macs / 1e9:.3g} GMACs",
+        ]
+        if self.synthetic:
+            parts.append("synthetic")
+        return f"ExitCache({', '.join(parts)})"
+
+    # ---------------------------------------------------------------- subsets
+
+    def take(self, indices) -> ExitCache:
+        """The cache restricted to some samples, in the given order.
+
+        Parameters
+        ----------
+        indices : int array [m] or bool array [M]
+            Row indices in ``[0, M)`` (repeats allowed, e.g. for a bootstrap) or a mask.
+        """
+        idx = np.asarray(indices)
+        if idx.size == 0:
+            raise CacheError("take() would leave zero samples")
+        if idx.dtype == np.bool_:
+            if idx.shape != (self.n_samples,):
+                raise IndexError(f"boolean mask has shape {idx.shape}, expected ({self.n_samples},)")
+            idx = np.flatnonzero(idx)
+        elif idx.dtype.kind in "iu" and idx.ndim == 1:
+            if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
+                bad = idx[(idx < 0) | (idx >= self.n_samples)][0]
+                raise IndexError(f"sample index {bad} out of range [0, {self.n_samples})")
+        else:
+            raise IndexError(f"indices must be a 1-D integer array or a boolean mask, got {idx.dtype} {idx.shape}")
+        if idx.size == 0:  # an all-False mask
+            raise CacheError("take() would leave zero samples")
+        return replace(
+            self,
+            label=self.label[idx],
+            pred=np.take(self.pred, idx, axis=2),
+            conf=np.take(self.conf, idx, axis=2),
+            final_pred=self.final_pred[idx],
+            final_conf=self.final_conf[idx],
+            sample=self.sample[idx],
+        )
+
+    def split(self, fraction: float, seed=0) -> tuple[ExitCache, ExitCache]:
+        """Random disjoint split of the samples, e.g. for calibration / test experiments.
+
+        Parameters
+        ----------
+        fraction : float
+            Share of the samples in the first part, in (0, 1); the first part
+            gets ``round(fraction * M)`` samples and both parts at least one.
+        seed : int or numpy.random.Generator
+
+        Returns
+        -------
+        (ExitCache, ExitCache)
+            Both keep the original sample order.
+        """
+        if not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+        M = self.n_samples
+        n_first = int(round(float(fraction) * M))
+        if not 0 < n_first < M:
+            raise ValueError(f"fraction={fraction} of {M} samples leaves one part empty")
+        rng = np.random.default_rng(seed)
+        first = np.zeros(M, dtype=bool)
+        first[rng.permutation(M)[:n_first]] = True
+        return self.take(first), self.take(~first)
+
+    def select(self, positions=None, exit_types=None) -> ExitCache:
+        """The cache restricted to some early positions and/or exit types (for ablations).
+
+        Parameters
+        ----------
+        positions, exit_types : sequence of names or indices, optional
+            None keeps all. Positions keep depth order whatever order they are
+            given in; exit types follow the given order. Unknown names,
+            out-of-range indices and duplicates raise CacheError.
+
+        Returns
+        -------
+        ExitCache
+            Cumulative backbone MACs stay measured from the input, and the
+            metadata entries (channels, exit type specs, ...) follow the selection.
+        """
+        pos_idx = (
+            np.arange(self.n_positions)
+            if positions is None
+            else np.sort(self._resolve(positions, self.positions, "position"))
+        )
+        type_idx = (
+            np.arange(self.n_types) if exit_types is None else self._resolve(exit_types, self.exit_types, "exit type")
+        )
+        md = dict(self.metadata)
+        md["positions"] = [md["positions"][p] for p in pos_idx]
+        md["exit_types"] = [md["exit_types"][k] for k in type_idx]
+        grid = np.ix_(pos_idx, type_idx)
+        return replace(
+            self,
+            pred=np.ascontiguousarray(self.pred[grid]),
+            conf=np.ascontiguousarray(self.conf[grid]),
+            backbone_macs=self.backbone_macs[pos_idx],
+            exit_macs=self.exit_macs[grid],
+            available=self.available[grid],
+            positions=tuple(self.positions[p] for p in pos_idx),
+            exit_types=tuple(self.exit_types[k] for k in type_idx),
+            metadata=md,
+        )
+
+    @staticmethod
+    def _resolve(items, names: tuple, what: str) -> np.ndarray:
+        if isinstance(items, (str, int, np.integer)):
+            items = [items]
+        out = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in names:
+                    raise CacheError(f"unknown {what} {item!r}; the cache has {', '.join(names)}")
+                out.append(names.index(item))
+            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                if not 0 <= item < len(names):
+                    raise CacheError(f"{what} index {item} out of range [0, {len(names)})")
+                out.append(int(item))
+            else:
+                raise TypeError(f"{what}s are selected by name or index, got {item!r}")
+        if len(set(out)) != len(out):
+            raise CacheError(f"duplicate {what} in selection {list(items)!r}")
+        if not out:
+            raise CacheError(f"selection keeps no {what}")
+        return np.array(out, dtype=np.intp)
+
+    # -------------------------------------------------------------------- I/O
+
+    @classmethod
+    def read(cls, path) -> ExitCache:
+        """Read and validate a cache written by :meth:`write` (docs/cache-format.md).
+
+        Raises
+        ------
+        CacheError
+            If the file is missing, not Parquet, truncated, lacks valid ``dyce``
+            metadata, has missing/extra/mistyped/null columns, or any value
+            check fails; the message starts with the path and names the column.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        where = str(path)
+        if not path.exists():
+            raise CacheError(f"{where}: no such file")
+        try:
+            # page checksums (written by write()) turn silent bit rot into an error
+            with pq.ParquetFile(path, page_checksum_verification=True) as pf:
+                # metadata and column checks need only the footer: fail before reading the data
+                md, available = cls._check_layout(pf.schema_arrow, where)
+                table = pf.read(use_threads=True)
+        except (pa.ArrowException, OSError) as exc:
+            raise CacheError(f"{where}: not a readable Parquet file ({exc})") from None
+        return cls._from_table(table, md, available, where)
+
+    @classmethod
+    def from_arrow(cls, table) -> ExitCache:
+        """Build a cache from a ``pyarrow.Table`` laid out as in docs/cache-format.md (the inverse of :meth:`to_arrow`).
+
+        Raises
+        ------
+        CacheError
+            As :meth:`read`, with messages starting with ``arrow table``.
+        """
+        where = "arrow table"
+        md, available = cls._check_layout(table.schema, where)
+        return cls._from_table(table, md, available, where)
+
+    @staticmethod
+    def _check_layout(arrow_schema, where):
+        md = schema.decode_metadata(arrow_schema.metadata, where)
+        exit_types = [e["name"] for e in md["exit_types"]]
+        available = np.array([[v is not None for v in row] for row in md["exit_macs"]], dtype=bool)
+        available = available.reshape(len(md["positions"]), len(exit_types))
+        schema.check_columns(arrow_schema, schema.expected_columns(exit_types, available), where)
+        return md, available
+
+    @classmethod
+    def _from_table(cls, table, md, available, where) -> ExitCache:
+        M, (P, K) = table.num_rows, available.shape
+        exit_types = tuple(e["name"] for e in md["exit_types"])
+
+        def column(name):
+            col = table.column(name)
+            if col.null_count:
+                raise CacheError(f"{where}: column {name!r} has {col.null_count} null values")
+            return col.to_numpy()
+
+        # one [M] copy per exit column into the [P, K, M] blocks; absent exits keep -1 / NaN
+        pred = np.full((P, K, M), -1, dtype=np.int32)
+        conf = np.full((P, K, M), np.nan, dtype=np.float32)
+        for p, k in zip(*np.nonzero(available)):
+            pred[p, k] = column(schema.exit_column(int(p), exit_types[k], "pred"))
+            conf[p, k] = column(schema.exit_column(int(p), exit_types[k], "conf"))
+        try:
+            return cls(
+                label=column(schema.LABEL),
+                pred=pred,
+                conf=conf,
+                final_pred=column(schema.FINAL_PRED),
+                final_conf=column(schema.FINAL_CONF),
+                backbone_macs=np.array([e["backbone_macs"] for e in md["positions"]], dtype=np.int64),
+                exit_macs=np.array([[v or 0 for v in row] for row in md["exit_macs"]], dtype=np.int64).reshape(P, K),
+                available=available,
+                total_macs=md["total_macs"],
+                positions=tuple(e["name"] for e in md["positions"]),
+                exit_types=exit_types,
+                sample=column(schema.SAMPLE),
+                num_classes=md["num_classes"],
+                metadata=md,
+            )
+        except CacheError as exc:
+            raise CacheError(f"{where}: {exc}") from None
+
+    def to_arrow(self):
+        """The cache as a ``pyarrow.Table`` with the documented columns and ``dyce`` schema metadata.
+
+        Columns share memory with the cache's arrays where Arrow allows it.
+        """
+        import pyarrow as pa
+
+        arrays = [
+            pa.array(self.sample),
+            pa.array(self.label),
+            pa.array(self.final_pred),
+            pa.array(self.final_conf),
+        ]
+        for p, k in zip(*np.nonzero(self.available)):
+            arrays.append(pa.array(self.pred[p, k]))
+            arrays.append(pa.array(self.conf[p, k]))
+        columns = schema.expected_columns(self.exit_types, self.available)
+        arrow_schema = pa.schema(
+            [pa.field(name, typ, nullable=False) for name, typ in columns.items()],
+            metadata=schema.encode_metadata(self.metadata),
+        )
+        return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+    def write(self, path) -> Path:
+        """Write the cache to ``path`` as Parquet, atomically.
+
+        The file is written under a temporary name in the same directory and
+        moved over ``path`` with ``os.replace`` once complete, so ``path``
+        holds either its previous content or the whole new cache, never a
+        partial file; the temporary file is removed if writing fails.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        table = self.to_arrow()
+        # Dictionary encoding pays off for class indices, not for continuous confidences.
+        dict_columns = [n for n in table.column_names if n.endswith(".pred") or n == schema.LABEL]
+        # Not tempfile.mkstemp: its 0600 mode would stick to the final file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        try:
+            with pq.ParquetWriter(
+                tmp, table.schema, compression="zstd", use_dictionary=dict_columns, write_page_checksum=True
+            ) as writer:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
