@@ -1,0 +1,94 @@
+"""timm ConvNeXtV2 (Woo et al. 2023) as segmented backbones.
+
+timm's ConvNeXt runs ``stem``, ``stages[0..3]`` (each ``downsample`` then
+``blocks``), ``norm_pre`` and ``head`` (global pool, norm, fc). An exit
+position follows every block but the last; a stage's ``downsample`` runs at the
+start of the segment holding the stage's first block, and ``norm_pre`` at the
+end of the last segment.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import SegmentedBackbone
+from .generic import from_blocks
+
+CONVNEXTS = ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano", "convnextv2_tiny")
+
+
+def segment_convnext(
+    model: nn.Module, name: str, input_size: tuple[int, ...], weights: str | None = None
+) -> SegmentedBackbone:
+    """Cut a ``timm.models.ConvNeXt`` after every block.
+
+    Parameters
+    ----------
+    model : timm.models.convnext.ConvNeXt
+        Its modules are shared, not copied.
+    name : str
+        Backbone name, e.g. ``"convnextv2_atto"``.
+    input_size : tuple of int
+        ``(C, H, W)`` of the weights' pretrained config.
+    weights : str, optional
+        Provenance of the weights.
+    """
+    blocks = []
+    prefix = {}
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.blocks):
+            block_name = f"stages.{i}.blocks.{j}"
+            blocks.append((block_name, block))
+            if j == 0 and not isinstance(stage.downsample, nn.Identity):
+                prefix[block_name] = stage.downsample
+    tail = None if isinstance(model.norm_pre, nn.Identity) else model.norm_pre
+    return from_blocks(
+        name,
+        model.stem,
+        blocks,
+        model.head,
+        num_classes=model.num_classes,
+        input_size=input_size,
+        tail=tail,
+        block_prefix=prefix,
+        weights=weights,
+    )
+
+
+def pretrained_tags(name: str) -> tuple[str, ...]:
+    """timm's pretrained tags of ``name`` that carry an ImageNet classifier."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    tags = []
+    for full in timm.list_pretrained(f"{name}.*"):
+        cfg = get_pretrained_cfg(full)
+        if cfg is not None and cfg.num_classes:
+            tags.append(full.split(".", 1)[1])
+    return tuple(tags)
+
+
+def default_tag(name: str) -> str:
+    """The tag timm loads for ``name`` with ``pretrained=True``."""
+    from timm.models import get_pretrained_cfg
+
+    return get_pretrained_cfg(name).tag
+
+
+def pretrained_cfg(name: str, tag: str | None) -> dict:
+    """timm's pretrained config (input size, mean/std, crop) as a dict."""
+    from timm.models import get_pretrained_cfg
+
+    return get_pretrained_cfg(name if tag is None else f"{name}.{tag}").to_dict()
+
+
+def create_convnext(name: str, num_classes: int, tag: str | None = None, pretrained: bool = False) -> nn.Module:
+    """Create a timm ConvNeXtV2; with ``pretrained=True`` timm downloads the weights.
+
+    The one place where timm fetches pretrained weights; tests replace it to
+    stay offline.
+    """
+    import timm
+
+    model_name = name if tag is None else f"{name}.{tag}"
+    return timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes)

@@ -1,0 +1,343 @@
+"""Exit networks f_{n,k} (paper Eq. 1, Sec. IV-A): global average pooling + a small MLP.
+
+Every exit maps a feature map o_p to logits over the same classes as the
+original head. :class:`ExitBank` holds all candidate exits at all early
+positions, so that one backbone pass per batch feeds every exit during
+training and recording.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones.base import PositionInfo
+from .errors import ExtractError
+
+SPEC_FORMAT = "dyce-exit-bank"
+SPEC_VERSION = 1
+_NAME = re.compile(r"^mlp(\d+)(?:x(\d+))?$")
+
+
+@dataclass(frozen=True)
+class ExitType:
+    """Architecture of one exit: an A-layer MLP after global average pooling.
+
+    Attributes
+    ----------
+    name : str
+        Identifier used in caches and configurations, e.g. ``"mlp3x500"``.
+    hidden : tuple of int
+        Widths of the ``A - 1`` hidden layers (empty for a single Linear layer);
+        ReLU follows every hidden layer.
+    """
+
+    name: str
+    hidden: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.name or "." in self.name:
+            raise ExtractError(f"exit type name {self.name!r} must be non-empty and contain no '.'")
+        if any(h <= 0 for h in self.hidden):
+            raise ExtractError(f"exit type {self.name!r}: hidden widths must be positive, got {self.hidden}")
+
+    @property
+    def layers(self) -> int:
+        """A, the number of Linear layers."""
+        return len(self.hidden) + 1
+
+    @classmethod
+    def parse(cls, name: str) -> ExitType:
+        """``"mlp1"`` -> no hidden layer; ``"mlpAxW"`` -> A Linear layers, A - 1 hidden of width W."""
+        match = _NAME.match(name.strip())
+        if match is None:
+            raise ExtractError(f"exit type {name!r} is not of the form 'mlp1' or 'mlpAxW' (e.g. 'mlp3x500')")
+        layers, width = int(match[1]), match[2]
+        if layers < 1:
+            raise ExtractError(f"exit type {name!r}: needs at least one layer")
+        if layers == 1:
+            if width is not None:
+                raise ExtractError(f"exit type {name!r}: a 1-layer MLP has no hidden width; write 'mlp1'")
+            return cls(name.strip(), ())
+        if width is None:
+            raise ExtractError(f"exit type {name!r}: a {layers}-layer MLP needs a width, e.g. 'mlp{layers}x500'")
+        return cls(name.strip(), (int(width),) * (layers - 1))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ExitType:
+        try:
+            return cls(str(d["name"]), tuple(d["hidden"]))
+        except (KeyError, TypeError) as exc:
+            raise ExtractError(f"bad exit type entry {d!r}: needs name and hidden") from exc
+
+
+PAPER_EXIT_TYPES: tuple[ExitType, ...] = (
+    ExitType("mlp1", ()),
+    ExitType("mlp3x500", (500, 500)),
+    ExitType("mlp3x1000", (1000, 1000)),
+    ExitType("mlp5x500", (500,) * 4),
+    ExitType("mlp5x1000", (1000,) * 4),
+)
+"""The five exits of paper Sec. VI-B, from small to large."""
+
+
+def parse_exit_types(spec: str | Sequence[str | ExitType]) -> tuple[ExitType, ...]:
+    """Exit types from ``"paper"``, ``"mlp1,mlp3x500"`` or a list of names / ExitTypes."""
+    if isinstance(spec, str):
+        if spec.strip() == "paper":
+            return PAPER_EXIT_TYPES
+        spec = [s for s in spec.split(",") if s.strip()]
+    types = tuple(t if isinstance(t, ExitType) else ExitType.parse(t) for t in spec)
+    if not types:
+        raise ExtractError("no exit types given")
+    names = [t.name for t in types]
+    if len(set(names)) != len(names):
+        raise ExtractError(f"exit type names are not unique: {names}")
+    return types
+
+
+class ExitHead(nn.Module):
+    """One exit f_{n,k}: global average pooling over all dimensions after the channels, then an MLP.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the feature map o_p it reads.
+    num_classes : int
+        Logits it produces (those of the original head).
+    exit_type : ExitType
+        The MLP's shape.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, exit_type: ExitType):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.exit_type = exit_type
+        widths = [self.in_channels, *exit_type.hidden, self.num_classes]
+        layers: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            if i > 0:
+                layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C, ...]`` feature map -> ``[B, num_classes]`` logits."""
+        pooled = features.flatten(2).mean(dim=2) if features.dim() > 2 else features
+        return self.mlp(pooled)
+
+    def extra_repr(self) -> str:
+        return f"type={self.exit_type.name}"
+
+
+class ExitBank(nn.Module):
+    """All candidate exits f_{p,k} at all early positions p (K types, not all present everywhere).
+
+    Parameters
+    ----------
+    positions : sequence of PositionInfo
+        The P early positions of the backbone (``backbone.positions``).
+    exit_types : sequence of ExitType, or a length-P sequence of such sequences
+        The same types at every position, or a list per position (an empty
+        list leaves a position without exits). The bank's K types are the
+        union, in order of first appearance.
+    num_classes : int
+        Logits every exit produces.
+
+    Attributes
+    ----------
+    positions : list of PositionInfo
+    types : tuple of ExitType
+        The K exit types (index k).
+    num_classes : int
+    """
+
+    def __init__(
+        self,
+        positions: Sequence[PositionInfo],
+        exit_types: Sequence[ExitType] | Sequence[Sequence[ExitType]],
+        num_classes: int,
+    ):
+        super().__init__()
+        positions = list(positions)
+        if not positions:
+            raise ExtractError("an exit bank needs at least one position")
+        if exit_types and all(isinstance(t, ExitType) for t in exit_types):
+            per_position = [tuple(exit_types)] * len(positions)
+        else:
+            per_position = [tuple(ts) for ts in exit_types]
+            if len(per_position) != len(positions):
+                raise ExtractError(f"{len(per_position)} per-position exit type lists for {len(positions)} positions")
+        union: dict[str, ExitType] = {}
+        for p, types in enumerate(per_position):
+            for t in types:
+                if not isinstance(t, ExitType):
+                    raise ExtractError(f"position {positions[p].name!r}: {t!r} is not an ExitType")
+                if union.setdefault(t.name, t) != t:
+                    raise ExtractError(f"two exit types named {t.name!r} differ: {union[t.name]} vs {t}")
+            if len({t.name for t in types}) != len(types):
+                raise ExtractError(f"position {positions[p].name!r}: exit types repeat: {[t.name for t in types]}")
+        if not union:
+            raise ExtractError("the exit bank has no exits at all")
+        self.positions = positions
+        self.types = tuple(union.values())
+        self.num_classes = int(num_classes)
+        self.heads = nn.ModuleList(
+            nn.ModuleDict({t.name: ExitHead(pos.channels, num_classes, t) for t in types})
+            for pos, types in zip(positions, per_position)
+        )
+
+    @property
+    def exit_types(self) -> tuple[str, ...]:
+        """Names of the K exit types (cache column order)."""
+        return tuple(t.name for t in self.types)
+
+    @property
+    def num_positions(self) -> int:
+        return len(self.positions)
+
+    @property
+    def available(self) -> np.ndarray:
+        """bool ``[P, K]``: whether exit (p, k) exists."""
+        out = np.zeros((len(self.positions), len(self.types)), dtype=bool)
+        for p, heads in enumerate(self.heads):
+            for k, name in enumerate(self.exit_types):
+                out[p, k] = name in heads
+        return out
+
+    def _type_name(self, k: int | str) -> str:
+        if isinstance(k, str):
+            if k not in self.exit_types:
+                raise KeyError(f"no exit type {k!r}; types: {self.exit_types}")
+            return k
+        return self.exit_types[k]
+
+    def __getitem__(self, key: tuple[int, int | str]) -> ExitHead:
+        """The exit at ``(p, k)``, ``k`` an index into :attr:`exit_types` or a type name."""
+        p, k = key
+        name = self._type_name(k)
+        if name not in self.heads[p]:
+            raise KeyError(f"no exit {name!r} at position {p} ({self.positions[p].name})")
+        return self.heads[p][name]
+
+    def __contains__(self, key: tuple[int, int | str]) -> bool:
+        p, k = key
+        try:
+            return self._type_name(k) in self.heads[p]
+        except (KeyError, IndexError):
+            return False
+
+    def exits(self) -> Iterator[tuple[int, int, ExitHead]]:
+        """``(p, k, exit)`` for every present exit, position-major."""
+        index = {name: k for k, name in enumerate(self.exit_types)}
+        for p, heads in enumerate(self.heads):
+            for name, head in heads.items():
+                yield p, index[name], head
+
+    def forward_position(self, p: int, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Logits of every exit at position ``p`` from its feature map: ``{k: [B, num_classes]}``."""
+        index = {name: k for k, name in enumerate(self.exit_types)}
+        return {index[name]: head(features) for name, head in self.heads[p].items()}
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[tuple[int, int], torch.Tensor]:
+        """Logits of every exit from the P early feature maps.
+
+        Parameters
+        ----------
+        features : sequence of Tensor
+            o_0 .. o_{P-1}, as returned by ``SegmentedBackbone.forward_features``.
+
+        Returns
+        -------
+        dict
+            ``(p, k) -> [B, num_classes]`` logits (y~_{p,k}, Eq. 1) for every
+            present exit, position-major.
+        """
+        if len(features) != len(self.positions):
+            raise ExtractError(f"got {len(features)} feature maps for {len(self.positions)} positions")
+        out = {}
+        for p, feature in enumerate(features):
+            for k, logits in self.forward_position(p, feature).items():
+                out[(p, k)] = logits
+        return out
+
+    def spec(self) -> dict:
+        """JSON-able description from which :meth:`from_spec` rebuilds the bank (weights aside)."""
+        return {
+            "format": SPEC_FORMAT,
+            "version": SPEC_VERSION,
+            "num_classes": self.num_classes,
+            "exit_types": [t.to_dict() for t in self.types],
+            "positions": [pos.to_dict() for pos in self.positions],
+            "available": self.available.tolist(),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping) -> ExitBank:
+        """An untrained bank with the architecture in ``spec`` (see :meth:`spec`)."""
+        if spec.get("format") != SPEC_FORMAT or spec.get("version") != SPEC_VERSION:
+            raise ExtractError(
+                f"not an exit bank spec (format {spec.get('format')!r} version {spec.get('version')!r}; "
+                f"expected {SPEC_FORMAT!r} version {SPEC_VERSION})"
+            )
+        try:
+            types = [ExitType.from_dict(t) for t in spec["exit_types"]]
+            positions = [PositionInfo.from_dict(p) for p in spec["positions"]]
+            available = np.asarray(spec["available"], dtype=bool)
+            num_classes = int(spec["num_classes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExtractError(f"exit bank spec is missing or has a bad field: {exc}") from exc
+        if available.shape != (len(positions), len(types)):
+            raise ExtractError(
+                f"exit bank spec: 'available' has shape {available.shape}, expected {(len(positions), len(types))}"
+            )
+        per_position = [[t for t, ok in zip(types, row) if ok] for row in available]
+        return cls(positions, per_position, num_classes)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``{"spec", "state_dict"}`` with ``torch.save``, atomically."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".exits-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"spec": self.spec(), "state_dict": self.state_dict()}, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ExitBank:
+        """Rebuild a bank written by :meth:`save` (strict state dict load)."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ExtractError(f"exit bank file {path!r} does not exist")
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - unreadable for whatever reason: one clear message
+            raise ExtractError(f"exit bank file {path!r} is not readable: {exc}") from exc
+        if not isinstance(obj, Mapping) or "spec" not in obj or "state_dict" not in obj:
+            raise ExtractError(f"exit bank file {path!r} lacks 'spec' and 'state_dict'")
+        bank = cls.from_spec(obj["spec"])
+        try:
+            bank.load_state_dict(obj["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise ExtractError(f"exit bank file {path!r}: weights do not fit its spec: {exc}") from exc
+        return bank.to(map_location)
+
+    def extra_repr(self) -> str:
+        return f"positions={len(self.positions)}, exit_types={self.exit_types}, num_classes={self.num_classes}"
