@@ -23,6 +23,12 @@ _LAZY = {
     "MacsTable": "macs",
     "count_macs": "macs",
     "macs_table": "macs",
+    "load_run": "rundir",
+    "RunInfo": "rundir",
+    "train_exits": "train",
+    "record_split": "record",
+    "run_pipeline": "pipeline",
+    "DyCEModel": "runtime",
 }
 
 __all__ = ["ExtractError", *_LAZY]

@@ -1,0 +1,294 @@
+"""``python -m extract``: train exits on a frozen classifier and record exit caches.
+
+    python -m extract MODEL --data DATA [--weights NAME|PATH|none] [--splits train val]
+                      [--epochs N] [--batch-size B] [--workers W] [--out DIR]
+                      [--device cpu|cuda] [--quiet]
+    python -m extract MODEL --macs [--json]
+    python -m extract digits [--out data/digits]
+    torchrun --nproc_per_node G -m extract MODEL --data DATA ...
+
+Bad input (unknown model, missing data or weights, a checkpoint of another
+architecture, a class-count mismatch) ends with one line ``error: ...`` and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dyce_search.errors import DyceError
+
+from .errors import ExtractError
+
+DEFAULT_EXIT_TYPES = "paper"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m extract",
+        description=(
+            "Attach early exits to a frozen pretrained classifier (DyCE), train them by distillation "
+            "and record one exit cache per data split into a run directory. "
+            "'digits' runs the embedded demo on scikit-learn's handwritten digits."
+        ),
+    )
+    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*), or 'digits' for the demo")
+    p.add_argument("--data", help="ImageNet-style folder: DATA/<split>/<class>/<image> (torchvision ImageFolder)")
+    p.add_argument(
+        "--weights", default="default",
+        help="'default' (the library's pretrained weights), a torchvision weights name / timm tag, "
+        "a local .pt/.pth checkpoint, or 'none' for random weights (default: %(default)s)",
+    )
+    p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to record (default: train val)")
+    p.add_argument("--train-split", default="train", help="split the exits are trained on (default: %(default)s)")
+    p.add_argument("--exit-types", default=DEFAULT_EXIT_TYPES,
+                   help="'paper' (mlp1, mlp3x500, mlp3x1000, mlp5x500, mlp5x1000) or a comma list like mlp1,mlp2x64")
+    p.add_argument("--epochs", type=int, default=None, help="exit-training epochs (default: 5; digits: 60)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: 64)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: %(default)s, paper)")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default: %(default)s)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the model (default: 1000 for pretrained weights, else the class folders found)")
+    p.add_argument("--no-augment", action="store_true", help="train the exits on eval-transformed images")
+    p.add_argument("--shard-size", type=int, default=10_000, help="samples per resumable recording shard")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: runs/MODEL; digits: data/digits)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (one that registers a backbone with extract.register_backbone)")
+    p.add_argument("--macs", action="store_true", help="print the per-position MACs table and exit (no data needed)")
+    p.add_argument("--json", action="store_true", help="with --macs: print JSON instead of a table")
+    p.add_argument("--backbone-epochs", type=int, default=None, help="digits only: epochs to train the backbone (default: 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except DyceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # e.g. a pretrained-weights download without network, an unreadable image, a full disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        _shutdown_distributed()
+
+
+def _log(quiet: bool):
+    return (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _check_numbers(args) -> None:
+    for flag, value, low in (
+        ("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+        ("--shard-size", args.shard_size, 1), ("--backbone-epochs", args.backbone_epochs, 1),
+        ("--num-classes", args.num_classes, 1),
+    ):
+        if value is not None and value < low:
+            raise ExtractError(f"{flag} must be at least {low}, got {value}")
+    if not args.lr > 0:
+        raise ExtractError(f"--lr must be positive, got {args.lr}")
+
+
+def _run(args) -> int:
+    import importlib
+
+    _check_numbers(args)
+
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ExtractError(f"--import {module}: {exc}") from exc
+    if args.model == "digits":
+        from . import digits  # noqa: F401 - registers the backbone
+
+        if args.macs:
+            return _print_macs(args)
+        return _digits(args)
+    if args.macs:
+        return _print_macs(args)
+    return _extract(args)
+
+
+def _print_macs(args) -> int:
+    from .backbones import build_backbone
+    from .exits import parse_exit_types
+    from .macs import macs_table
+
+    types = args.exit_types
+    if args.model == "digits" and types == DEFAULT_EXIT_TYPES:
+        from .digits import EXIT_TYPES
+
+        types = ",".join(EXIT_TYPES)
+    # shapes only: the meta device skips allocation and initialisation
+    backbone = build_backbone(
+        args.model, None, num_classes=args.num_classes or _default_classes(args.model), device="meta"
+    )
+    table = macs_table(backbone, parse_exit_types(types))
+    print(table.to_json() if args.json else table.to_text())
+    return 0
+
+
+def _default_classes(model: str) -> int:
+    if model == "digits":
+        from .digits import NUM_CLASSES
+
+        return NUM_CLASSES
+    return 1000
+
+
+def _digits(args) -> int:
+    from .digits import run_demo
+
+    run_demo(
+        args.out or os.path.join("data", "digits"),
+        exit_epochs=args.epochs,
+        backbone_epochs=args.backbone_epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=_progress(args.quiet),
+        log=_log(args.quiet),
+    )
+    return 0
+
+
+def _setup_distributed(device_arg: str | None) -> str:
+    """Join the torchrun process group when launched by it; return this process's device."""
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_arg is None:
+        device_arg = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device_arg)
+    except RuntimeError as exc:
+        raise ExtractError(f"--device {device_arg}: not a device ({exc}); use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExtractError(f"--device {device_arg}: no CUDA device is available here; use --device cpu")
+    if world_size <= 1:
+        return device_arg
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device_arg = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_arg.startswith("cuda") else "gloo")
+    return device_arg
+
+
+def _shutdown_distributed() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _extract(args) -> int:
+    from .backbones import build_backbone, eval_transform
+    from .backbones.checkpoint import looks_like_path
+    from .data import image_folder, train_transform
+    from .exits import parse_exit_types
+    from .pipeline import Settings, run_pipeline, seeded_bank
+    from .rundir import RunDir, RunInfo
+
+    if not args.data:
+        raise ExtractError(
+            "--data DIR is required: an ImageNet-style folder with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG "
+            "(or use --macs to count MACs without data, or 'digits' for the offline demo)"
+        )
+    exit_types = parse_exit_types(args.exit_types)
+    weights = None if args.weights.strip().lower() in ("none", "random", "") else args.weights
+    if weights is not None and looks_like_path(weights) and not os.path.isfile(weights):
+        raise ExtractError(f"--weights {weights}: no such checkpoint file")
+    device = _setup_distributed(args.device)
+    from .data import world
+
+    rank, _ = world()
+    out = args.out or os.path.join("runs", args.model)
+    run = RunDir(out)
+
+    eval_tf = eval_transform(args.model, weights)
+    splits = {s: image_folder(args.data, s, eval_tf) for s in args.splits}
+    classes = {s: len(d.classes) for s, d in splits.items()}
+    if len(set(classes.values())) > 1:
+        raise ExtractError(f"splits of {args.data!r} have different class counts: {classes}")
+    found = next(iter(classes.values()))
+    num_classes = args.num_classes or (1000 if weights is not None and not looks_like_path(weights) else found)
+    import torch
+
+    # random weights must be the same on every DDP rank (and reproducible from the seed)
+    torch.manual_seed(args.seed)
+    try:
+        backbone = build_backbone(args.model, weights, num_classes=num_classes)
+    except OSError as exc:  # a download without network, a hub cache we cannot write
+        raise ExtractError(
+            f"cannot get weights {weights!r} for {args.model} ({exc}); without network access pass "
+            "--weights PATH to a local checkpoint, or --weights none for random weights"
+        ) from exc
+    if backbone.num_classes != found:
+        raise ExtractError(
+            f"{args.model} with weights {weights or 'none'} has {backbone.num_classes} classes, but {args.data!r} "
+            f"has {found} class folders; the caches need the model's own classes"
+        )
+    train_data = None
+    if not run.exits.is_file():
+        train_data = image_folder(args.data, args.train_split, train_transform(eval_tf, augment=not args.no_augment))
+        if len(train_data.classes) != found:
+            raise ExtractError(
+                f"split {args.train_split!r} of {args.data!r} has {len(train_data.classes)} class folders, the others {found}"
+            )
+    settings = Settings(
+        epochs=args.epochs if args.epochs is not None else 5,
+        batch_size=args.batch_size or 64,
+        lr=args.lr,
+        workers=args.workers,
+        seed=args.seed,
+        device=device,
+        shard_size=args.shard_size,
+        progress=_progress(args.quiet),
+    )
+    bank = seeded_bank(backbone, exit_types, args.seed)
+    info = RunInfo(
+        backbone=args.model,
+        weights=weights if weights is None or not looks_like_path(weights) else os.path.abspath(weights),
+        num_classes=backbone.num_classes,
+        input_size=backbone.input_size,
+        positions=[p.to_dict() for p in backbone.positions],
+        exits=bank.spec(),
+        dataset=os.path.abspath(args.data),
+        splits=tuple(args.splits),
+        seed=args.seed,
+        # random weights cannot be rebuilt from the name; local files are copied so the run stands alone
+        backbone_file=weights is None or looks_like_path(weights),
+        backbone_module=args.imports[-1] if args.imports else None,
+        training={
+            "epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+            "split": args.train_split, "augment": not args.no_augment, "loss": "soft cross-entropy to the head (Eq. 2-3)",
+        },
+    )
+    log = _log(args.quiet or rank != 0)
+    written = run_pipeline(
+        out, backbone, bank, train_data=train_data, splits=splits, info=info, settings=settings, log=log
+    )
+    if rank == 0 and not args.quiet:
+        for split, path in written.items():
+            print(path)
+    return 0

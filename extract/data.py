@@ -1,0 +1,195 @@
+"""Datasets and loaders for extraction.
+
+Three jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
+torchvision ``ImageFolder`` layout) with one clear error when it is missing or
+empty; derive the usual training augmentation from the weights' own eval
+transform; and hand out samplers whose order depends only on ``(seed, epoch)``
+(training) or on the dataset index (recording), on one process or under DDP.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .errors import ExtractError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class IndexedDataset(Dataset):
+    """Yield ``(input, label, index)`` so recorded rows carry their dataset index.
+
+    ``label`` is -1 where the wrapped dataset yields none (unlabelled data).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        if isinstance(item, (tuple, list)):
+            x, y = item[0], (item[1] if len(item) > 1 else -1)
+        else:
+            x, y = item, -1
+        return x, int(y), int(index)
+
+
+def image_folder(root: str | os.PathLike, split: str, transform=None):
+    """The ``root/split`` folder as a torchvision ``ImageFolder``.
+
+    Parameters
+    ----------
+    root : path
+        Dataset root holding one folder per split, each with one folder per class.
+    split : str
+        ``"train"``, ``"val"`` or any other sub-folder name.
+    transform : callable, optional
+        Applied to each PIL image.
+
+    Raises
+    ------
+    ExtractError
+        ``root`` or ``root/split`` does not exist, or holds no class folder with images.
+    """
+    from torchvision.datasets import ImageFolder
+
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise ExtractError(
+            f"data folder {root!r} does not exist; pass --data DIR with DIR/train/<class>/*.jpeg and DIR/val/<class>/*.jpeg"
+        )
+    path = os.path.join(root, split)
+    if not os.path.isdir(path):
+        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        raise ExtractError(f"data folder {root!r} has no {split!r} split (sub-folders found: {found or 'none'})")
+    try:
+        dataset = ImageFolder(path, transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise ExtractError(f"data folder {path!r} holds no images in class sub-folders ({exc})") from exc
+    return dataset
+
+
+def transform_params(eval_tf) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """``(crop size, mean, std)`` read from an eval transform.
+
+    Understands torchvision's weights presets (``weights.transforms()``) and a
+    ``Compose`` holding ``CenterCrop`` and ``Normalize`` (timm's eval transform).
+
+    Falls back to 224 and the ImageNet statistics for the parts it cannot find.
+    """
+    from torchvision import transforms as T
+
+    size, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
+    if hasattr(eval_tf, "crop_size") and hasattr(eval_tf, "mean"):  # torchvision's ImageClassification preset
+        crop = eval_tf.crop_size
+        size = int(crop[0] if isinstance(crop, (tuple, list)) else crop)
+        return size, tuple(float(v) for v in eval_tf.mean), tuple(float(v) for v in eval_tf.std)
+    steps = getattr(eval_tf, "transforms", [eval_tf])
+    for step in steps:
+        if isinstance(step, T.CenterCrop):
+            s = step.size
+            size = int(s[0] if isinstance(s, (tuple, list)) else s)
+        elif isinstance(step, T.Normalize):
+            mean, std = tuple(round(float(v), 6) for v in step.mean), tuple(round(float(v), 6) for v in step.std)
+    return size, mean, std
+
+
+def train_transform(eval_tf=None, *, augment: bool = True):
+    """The usual ImageNet training augmentation, at the size and normalisation of ``eval_tf``.
+
+    ``RandomResizedCrop`` + horizontal flip (the recipe the torchvision and timm
+    weights were trained with, paper Sec. VI-B.1); ``augment=False`` returns
+    ``eval_tf`` itself.
+    """
+    from torchvision import transforms as T
+
+    if not augment and eval_tf is not None:
+        return eval_tf
+    size, mean, std = transform_params(eval_tf)
+    if not augment:
+        return T.Compose([T.Resize(int(round(size / 0.875))), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose(
+        [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+    )
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of the current process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled order fixed by ``(seed, epoch)``, this rank's share of it.
+
+    Equal to ``DistributedSampler(shuffle=True, drop_last=False)``'s scheme
+    (pad by wrapping, then every ``world``-th index from ``rank``) but usable
+    without a process group, so a resumed or a single-process run draws the
+    same batches for the same epoch.
+    """
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        if n <= 0:
+            raise ExtractError("cannot train on an empty dataset")
+        self.n, self.seed, self.rank, self.world_size = int(n), int(seed), int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        total = len(self) * self.world_size
+        order += order[: total - self.n]
+        return iter(order[self.rank : total : self.world_size])
+
+
+class ChunkSampler(Sampler[int]):
+    """Dataset indices ``start .. stop-1`` in order, chunk by chunk, this rank's share.
+
+    Chunk ``c`` covers ``[start + c*chunk, start + (c+1)*chunk)``. Inside each
+    chunk rank ``r`` takes every ``world``-th index from ``r``, padded by
+    repeating the chunk's last index so every rank yields the same count per
+    chunk (:meth:`per_rank`): all ranks then reach each chunk's end after the
+    same number of samples and can gather it together. The padding repeats are
+    dropped when the chunk is merged.
+    """
+
+    def __init__(self, start: int, stop: int, chunk: int, *, rank: int = 0, world_size: int = 1):
+        if chunk <= 0:
+            raise ExtractError(f"shard size must be positive, got {chunk}")
+        self.start, self.stop, self.chunk = int(start), int(stop), int(chunk)
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(first, stop)`` dataset-index range of each chunk."""
+        return [(a, min(a + self.chunk, self.stop)) for a in range(self.start, self.stop, self.chunk)]
+
+    def per_rank(self, first: int, stop: int) -> int:
+        """Samples each rank yields for the chunk ``[first, stop)``."""
+        return math.ceil((stop - first) / self.world_size)
+
+    def __len__(self) -> int:
+        return sum(self.per_rank(a, b) for a, b in self.chunks())
+
+    def __iter__(self) -> Iterator[int]:
+        for a, b in self.chunks():
+            mine = list(range(a + self.rank, b, self.world_size))
+            mine += [b - 1] * (self.per_rank(a, b) - len(mine))
+            yield from mine
