@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/cache.py
+	$(PY) benchmarks/evaluate.py --searched
 	$(PY) benchmarks/search.py
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/runtime.py

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ExitCache": "cache",
     "Costs": "costs",
+    "Objective": "objective",
     "Config": "config",
     "evaluate": "evaluate",
     "simulate": "evaluate",
