@@ -1,28 +1,49 @@
-"""Atomic file writes: nothing half-written ever stands under the final name."""
+"""Atomic file writes: nothing half-written ever stands under the final name.
+
+Every writer in the package (caches, results, cost profiles, run directories,
+checkpoints, shards) goes through :func:`atomic_target`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_target(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it over ``path`` when the block succeeds.
+
+    The temporary file is created empty with mode 0666 less the umask (not
+    ``tempfile.mkstemp``, whose 0600 would stick to the final file), flushed to
+    disk and moved with ``os.replace`` so ``path`` holds either its previous
+    content or the whole new file. On any exception the temporary file is
+    removed and the exception propagates.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_bytes_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_target`)."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path, text: str) -> None:

@@ -6,9 +6,6 @@ the on-disk Parquet layout.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import numpy as np
 
 from . import _cache_checks as checks
 from . import _cache_schema as schema
+from ._io import atomic_target
 from .errors import CacheError
 
 
@@ -525,22 +523,8 @@ class ExitCache:
         table = self.to_arrow()
         # Dictionary encoding pays off for class indices, not for continuous confidences.
         dict_columns = [n for n in table.column_names if n.endswith(".pred") or n == schema.LABEL]
-        # Not tempfile.mkstemp: its 0600 mode would stick to the final file.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        try:
-            with pq.ParquetWriter(
-                tmp, table.schema, compression="zstd", use_dictionary=dict_columns, write_page_checksum=True
-            ) as writer:
-                writer.write_table(table, row_group_size=max(1, table.num_rows))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_target(path) as tmp, pq.ParquetWriter(
+            tmp, table.schema, compression="zstd", use_dictionary=dict_columns, write_page_checksum=True
+        ) as writer:
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
         return path

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from dyce_search._io import atomic_target
 
 from .backbones.base import PositionInfo
 from .errors import ExtractError
@@ -308,17 +309,8 @@ class ExitBank(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"spec", "state_dict"}`` with ``torch.save``, atomically."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".exits-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"spec": self.spec(), "state_dict": self.state_dict()}, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_target(path) as tmp:
+            torch.save({"spec": self.spec(), "state_dict": self.state_dict()}, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ExitBank:

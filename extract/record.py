@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dyce_search._io import atomic_target
+
 from .data import ChunkSampler, IndexedDataset, world
 from .errors import ExtractError
 from .train import autocast_for, exit_logits
@@ -82,15 +84,8 @@ class Recording:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{name: getattr(self, name) for name in ARRAYS})
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_target(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{name: getattr(self, name) for name in ARRAYS})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recording":

@@ -20,10 +20,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from dyce_search._io import write_text_atomic
 
 from .errors import ExtractError
 
@@ -34,21 +35,6 @@ EXITS_FILE = "exits.pt"
 BACKBONE_FILE = "backbone.pt"
 MACS_FILE = "macs.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)

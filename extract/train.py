@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dyce_search._io import atomic_target
+
 from .data import EpochSampler, IndexedDataset, world
 from .errors import ExtractError
 
@@ -94,13 +96,8 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_target(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _rng_state(device: torch.device) -> dict:

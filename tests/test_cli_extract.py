@@ -22,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--import", "_extract_tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run_cli(capsys, *argv):

@@ -20,12 +20,6 @@ SHIPPED = Path(__file__).resolve().parents[1] / "data" / "digits"
 FILES = ("backbone.pt", "exits.pt", "run.json", "macs.json", "cache-calibration.parquet", "cache-test.parquet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_fixed_stratified_split():

@@ -17,12 +17,6 @@ from extract.record import Recording, completed_shards, record_split, remove_sha
 from extract.rundir import RunInfo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

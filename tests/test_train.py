@@ -23,13 +23,6 @@ from extract.train import (
 TYPES = parse_exit_types("mlp1,mlp2x8")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waiting on a shared, loaded CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_backbone(seed=0):
