@@ -1,0 +1,159 @@
+"""``python -m analysis``: the paper's figures and Table II for one or more exit caches.
+
+Examples
+--------
+::
+
+    python -m analysis data/digits/cache-calibration.parquet \\
+        --test data/digits/cache-test.parquet --synthetic resnet152 --out reports/demo
+
+Bad input (unreadable cache, a test cache of another model, bad options)
+prints one line ``error: ...`` on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from dyce_search import DyceError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_lambdas(text: str) -> np.ndarray:
+    """``"0:1:0.01"`` (start:stop:step, stop included), ``"0.1,0.5,0.9"`` or one number.
+
+    Raises
+    ------
+    ValueError
+        On malformed text, a non-positive step or values outside [0, 1].
+    """
+    parts = text.split(":") if ":" in text else text.split(",")
+    try:
+        numbers = [float(v) for v in parts]
+    except ValueError:
+        numbers = None
+    if numbers is None or (":" in text and len(numbers) != 3):
+        raise ValueError(f"lambdas {text!r}: expected start:stop:step, a comma list or a number")
+    if ":" in text:
+        start, stop, step = numbers
+        if not step > 0 or stop < start:
+            raise ValueError(f"lambdas {text!r}: need start <= stop and step > 0")
+        # the small slack keeps `stop` when (stop - start) / step lands just below an integer
+        values = start + step * np.arange(int(np.floor((stop - start) / step + 1e-9)) + 1)
+    else:
+        values = np.array(numbers)
+    values = np.round(values, 10)
+    if not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"lambdas {text!r}: every lambda must be in [0, 1]")
+    return values
+
+
+def _lambdas_argument(text: str) -> np.ndarray:
+    try:
+        return parse_lambdas(text)
+    except ValueError as e:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m analysis",
+        description="Search DyCE configurations on exit caches and write the paper's figures (PNG, PDF), "
+        "Table II (CSV, Markdown) and an index README.md into --out.",
+    )
+    p.add_argument("caches", nargs="*", metavar="CACHE", help="exit cache files (Parquet) to search on")
+    p.add_argument("--test", nargs="+", default=[], metavar="CACHE",
+                   help="test-split caches, paired with CACHE arguments in order (generalisation figure)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--lambdas", default="0:1:0.01", type=_lambdas_argument,
+                   help="lambda values of Eq. 12: start:stop:step (stop included) or a comma list (default 0:1:0.01)")
+    p.add_argument("--iterative", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the (slow) iterative search for Fig. 5 (default: yes)")
+    p.add_argument("--compare-on", type=int, default=0, metavar="I",
+                   help="index of the cache Fig. 5 compares the search methods on (default 0, the first)")
+    p.add_argument("--synthetic", action="append", default=[], metavar="BACKBONE",
+                   help="add a synthetic cache of this torchvision ResNet (e.g. resnet152); repeatable")
+    p.add_argument("--synthetic-samples", type=int, default=50_000, metavar="N",
+                   help="samples per synthetic cache (default 50000, the ImageNet validation set size)")
+    p.add_argument("--fig3-position", default="0", metavar="P",
+                   help="early position of Fig. 3: index or name (default 0, the first)")
+    p.add_argument("--fig3-exit-type", default=None, metavar="K",
+                   help="exit type of Fig. 3: index or name (default: the largest available)")
+    p.add_argument("--disable-first", type=int, default=3, metavar="N",
+                   help="Fig. 6 ablation: disable the first N positions (default 3, 0 = no ablation)")
+    p.add_argument("--threshold", choices=("exact", "bounded"), default="exact",
+                   help="threshold minimisation of every search (default exact)")
+    p.add_argument("--objective", choices=("paper", "normalized"), default="paper",
+                   help="objective scale of every search (default paper, Eq. 12)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _index_or_name(text):
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (DyceError, ValueError, OSError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from dyce_search import ExitCache
+
+    from .report import NamedCache, ReportOptions, build_report, name_caches
+
+    if not args.caches and not args.synthetic:
+        raise ValueError("give at least one CACHE or --synthetic BACKBONE")
+    if len(args.test) > len(args.caches):
+        raise ValueError(f"{len(args.test)} --test caches for {len(args.caches)} CACHE arguments (they pair in order)")
+    if args.synthetic_samples < 1:
+        raise ValueError(f"--synthetic-samples must be >= 1, got {args.synthetic_samples}")
+    caches = [ExitCache.read(path) for path in args.caches]
+    tests = [ExitCache.read(path) for path in args.test]
+    sources = list(args.caches)
+    if args.synthetic:
+        from dyce_search.synthetic import make_cache
+
+        for backbone in args.synthetic:
+            caches.append(make_cache(backbone=backbone, n_samples=args.synthetic_samples))
+            sources.append(f"synthetic {backbone}, {args.synthetic_samples:,} samples")
+    options = ReportOptions(
+        lambdas=args.lambdas,
+        iterative=args.iterative,
+        compare_on=args.compare_on,
+        threshold_position=_index_or_name(args.fig3_position),
+        threshold_exit_type=_index_or_name(args.fig3_exit_type),
+        disabled=args.disable_first,
+        threshold=args.threshold,
+        objective=args.objective,
+        progress=not args.quiet,
+    )
+    tests = [NamedCache("test", cache, path) for cache, path in zip(tests, args.test)]
+    report = build_report(name_caches(caches, sources), args.out, tests, options)
+    if not args.quiet:
+        print(f"wrote {len(report.files)} files; index: {report.index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

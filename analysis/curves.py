@@ -1,0 +1,427 @@
+"""Per-figure data as DataFrames, computed from exit caches and search results.
+
+Every function here is pure: it reads an :class:`~dyce_search.ExitCache` or a
+:class:`~dyce_search.SearchResult` and returns numbers; plotting lives in
+:mod:`analysis.displays`. Accuracies are fractions in [0, 1], costs are
+relative to the original model (1.0 = the whole model, the paper's C of
+Eq. 11) unless a column says otherwise.
+
+Notation: P early positions ``p = 0..P-1`` (the paper's n = 1..N-1) and the
+original head at position P (the paper's N).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from dyce_search import CacheError, ResultError
+
+#: Columns of a result table that the curve functions keep.
+CURVE_COLUMNS = ("lambda", "rel_macs", "rel_accuracy", "accuracy", "macs")
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _truth(cache) -> tuple[np.ndarray, bool]:
+    """Reference classes (labels, or the head's predictions if any label is unknown)."""
+    from dyce_search.objective import reference_labels
+
+    return reference_labels(cache)
+
+
+def _relative_exit_costs(cache, costs=None) -> tuple[np.ndarray, np.ndarray]:
+    """Relative cost of running the backbone up to each position, and of each exit.
+
+    Returns
+    -------
+    upto : float64 [P + 1]
+        sum_{n' <= n} S_{n'}: backbone cost up to early position p (index P = the whole model, 1.0).
+    exit : float64 [P, K]
+        Delta_{n,k}: relative cost of exit (p, k), 0 where absent.
+    """
+    from dyce_search import Costs
+
+    costs = Costs.from_cache(cache) if costs is None else costs.check(cache)
+    segment, delta = costs.normalized()
+    return np.cumsum(segment), delta
+
+
+def resolve_position(cache, position) -> int:
+    """Index of an early position given as an int (negative counts from the end) or a name.
+
+    Raises
+    ------
+    CacheError
+        If the position is out of range or no position has that name.
+    """
+    P = cache.n_positions
+    if isinstance(position, str):
+        if position not in cache.positions:
+            raise CacheError(f"no position named {position!r}; the cache has {', '.join(cache.positions)}")
+        return cache.positions.index(position)
+    p = int(position)
+    if not -P <= p < P:
+        raise CacheError(f"position {position} is out of range: the cache has {P} early positions")
+    return p % P
+
+
+def resolve_exit_type(cache, exit_type) -> int:
+    """Index of an exit type given as an int or a name (see :func:`resolve_position`)."""
+    K = cache.n_types
+    if isinstance(exit_type, str):
+        if exit_type not in cache.exit_types:
+            raise CacheError(f"no exit type named {exit_type!r}; the cache has {', '.join(cache.exit_types)}")
+        return cache.exit_types.index(exit_type)
+    k = int(exit_type)
+    if not -K <= k < K:
+        raise CacheError(f"exit type {exit_type} is out of range: the cache has {K} exit types")
+    return k % K
+
+
+def largest_exit_type(cache, position: int) -> int:
+    """The available exit type with the most MACs at ``position`` (ties: the later type)."""
+    available = np.flatnonzero(cache.available[position])
+    if available.size == 0:
+        raise CacheError(f"no exit is available at position {cache.positions[position]!r}")
+    macs = cache.exit_macs[position, available]
+    return int(available[::-1][np.argmax(macs[::-1])])
+
+
+def head_accuracy(cache) -> float:
+    """A_ori as the searches define it (Eq. 10): 1.0 when any label is unknown.
+
+    Unlike ``ExitCache.head_accuracy``, which scores the labelled samples
+    only, this follows :func:`dyce_search.objective.reference_labels`, so it
+    matches the ``accuracy`` / ``rel_accuracy`` columns of search results.
+    """
+    truth, _ = _truth(cache)
+    return float(np.mean(cache.final_pred == truth))
+
+
+def base_accuracy(result) -> float:
+    """A_ori of the cache a search result was computed on.
+
+    Read from ``metadata["head_accuracy"]`` when the result records it, else
+    recovered from any row as ``accuracy / rel_accuracy``, which is exact
+    because both columns count the same correct predictions (Eq. 10).
+
+    Raises
+    ------
+    ResultError
+        If the result records neither.
+    """
+    value = result.metadata.get("head_accuracy")
+    if value is not None:
+        return float(value)
+    table = result.table
+    ok = table["rel_accuracy"].to_numpy(float) > 0
+    if not ok.any():
+        raise ResultError("cannot recover the original model's accuracy: no row has rel_accuracy > 0")
+    i = int(np.flatnonzero(ok)[0])
+    return float(table["accuracy"].iloc[i] / table["rel_accuracy"].iloc[i])
+
+
+# ------------------------------------------------------------------- Fig. 3
+
+
+def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.DataFrame:
+    """Accuracy and fraction of samples exited at one exit as its threshold varies (Fig. 3).
+
+    Only exit (p, k) is enabled, as in the paper: a sample leaves if its
+    confidence max(y~_{p,k}) >= t (W_n of Eq. 4).
+
+    Parameters
+    ----------
+    cache : ExitCache
+    position : int or str, default 0
+        Early position p (index or name); default the first.
+    exit_type : int, str or None
+        Exit type k; None picks the largest (most MACs) available type at ``p``.
+    thresholds : array-like of float, optional
+        Thresholds t; default 201 evenly spaced values from 0 to the exit's
+        largest confidence, so that the curve resolves exits whose
+        confidences stay far below 1 (e.g. 10 classes, shallow exits).
+
+    Returns
+    -------
+    DataFrame
+        One row per threshold: ``threshold``, ``n_exited`` (E_n, Eq. 7),
+        ``n_correct`` (EC_n, Eq. 8), ``exited_fraction`` (E_n / M) and
+        ``exited_accuracy`` (A_n, Eq. 9; NaN where no sample exits). The
+        position and exit type names are in ``frame.attrs``.
+    """
+    p = resolve_position(cache, position)
+    k = largest_exit_type(cache, p) if exit_type is None else resolve_exit_type(cache, exit_type)
+    if not cache.available[p, k]:
+        raise CacheError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
+    truth, labels_known = _truth(cache)
+    conf = cache.conf[p, k].astype(np.float64)
+    if thresholds is None:
+        t = np.linspace(0.0, float(conf.max()), 201)
+    else:
+        t = np.asarray(thresholds, dtype=np.float64).ravel()
+    correct = cache.pred[p, k] == truth
+    order = np.argsort(conf, kind="stable")
+    sorted_conf = conf[order]
+    # correct_above[i] = number of correct samples among sorted positions i..M-1
+    correct_above = np.concatenate([np.cumsum(correct[order][::-1])[::-1], [0]])
+    first = np.searchsorted(sorted_conf, t, side="left")
+    n_exited = (conf.shape[0] - first).astype(np.int64)
+    n_correct = correct_above[first].astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(n_exited > 0, n_correct / np.maximum(n_exited, 1), np.nan)
+    frame = pd.DataFrame(
+        {
+            "threshold": t,
+            "n_exited": n_exited,
+            "n_correct": n_correct,
+            "exited_fraction": n_exited / conf.shape[0],
+            "exited_accuracy": accuracy,
+        }
+    )
+    frame.attrs.update(
+        position=cache.positions[p],
+        position_index=p,
+        exit_type=cache.exit_types[k],
+        exit_type_index=k,
+        labels_known=labels_known,
+        n_samples=int(conf.shape[0]),
+        base_accuracy=float(np.mean(cache.final_pred == truth)),
+        backbone=cache.metadata.get("backbone"),
+    )
+    return frame
+
+
+# --------------------------------------------------------- Figs. 4, 5, 6, gen.
+
+
+def pareto_front(table: pd.DataFrame, cost="rel_macs", accuracy="accuracy") -> pd.DataFrame:
+    """Rows of ``table`` that no other row dominates (lower cost, higher accuracy).
+
+    A row is kept iff its accuracy is strictly higher than that of every row
+    with a lower or equal cost; among rows of equal cost only the most
+    accurate one (the first in table order on a full tie) survives. The
+    result is sorted by cost and keeps the original index.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Needs the ``cost`` and ``accuracy`` columns; NaN rows are dropped.
+    """
+    missing = [c for c in (cost, accuracy) if c not in table.columns]
+    if missing:
+        raise ResultError(f"table lacks column(s) {missing} needed for the Pareto front")
+    t = table.dropna(subset=[cost, accuracy])
+    if t.empty:
+        return t.copy()
+    # cost ascending, then accuracy descending, ties in table order
+    order = np.lexsort((np.arange(len(t)), -t[accuracy].to_numpy(float), t[cost].to_numpy(float)))
+    t = t.iloc[order]
+    acc = t[accuracy].to_numpy(float)
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(acc)[:-1]])
+    return t[acc > best_before].copy()
+
+
+def tradeoff_curve(result, pareto: bool = True, name: str | None = None) -> pd.DataFrame:
+    """The accuracy/cost trade-off of a lambda sweep (one curve of Figs. 4-6).
+
+    Parameters
+    ----------
+    result : SearchResult
+    pareto : bool, default True
+        Keep only non-dominated configurations (:func:`pareto_front`, the
+        rule of ``SearchResult.pareto``).
+    name : str, optional
+        Curve label, stored in a ``name`` column.
+
+    Returns
+    -------
+    DataFrame
+        ``lambda, rel_macs (C, Eq. 11), rel_accuracy (A, Eq. 10), accuracy,
+        macs`` and ``row`` (index of the configuration in ``result``), sorted
+        by ``rel_macs``; ``attrs`` hold ``base_accuracy`` (A_ori) and
+        ``search_seconds``.
+    """
+    frame = curve_from_table(result.table, pareto=pareto, name=name)
+    frame.attrs["base_accuracy"] = base_accuracy(result)
+    frame.attrs["search_seconds"] = search_seconds(result)
+    return frame
+
+
+def curve_from_table(table: pd.DataFrame, pareto: bool = True, name: str | None = None) -> pd.DataFrame:
+    """:func:`tradeoff_curve` of a bare result table (e.g. ``SearchResult.evaluate(test_cache)``)."""
+    table = table.reset_index(drop=True)
+    missing = [c for c in CURVE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ResultError(f"search result table lacks column(s) {missing}")
+    frame = table[list(CURVE_COLUMNS)].copy()
+    frame.insert(0, "row", np.arange(len(frame)))
+    frame = pareto_front(frame) if pareto else frame.sort_values("rel_macs", kind="stable")
+    frame = frame.reset_index(drop=True)
+    if name is not None:
+        frame.insert(0, "name", name)
+    return frame
+
+
+def search_seconds(result) -> float:
+    """Total wall time of a search: ``metadata["search_seconds"]``, else the sum of the per-lambda ``seconds``."""
+    total = result.metadata.get("search_seconds")
+    if total is not None:
+        return float(total)
+    if "seconds" not in result.table.columns:
+        return float("nan")
+    return float(np.nansum(result.table["seconds"].to_numpy(float)))
+
+
+def tradeoff_curves(results: Mapping, pareto: bool = True) -> pd.DataFrame:
+    """:func:`tradeoff_curve` of several named results, stacked (long form, ``name`` first)."""
+    frames = [tradeoff_curve(r, pareto=pareto, name=str(n)) for n, r in results.items()]
+    if not frames:
+        raise ResultError("no search results given")
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["base_accuracy"] = {str(n): f.attrs["base_accuracy"] for n, f in zip(results, frames)}
+    out.attrs["search_seconds"] = {str(n): f.attrs["search_seconds"] for n, f in zip(results, frames)}
+    return out
+
+
+def standalone_exits(cache, costs=None) -> pd.DataFrame:
+    """Every available exit used alone with threshold 0 (the dots of Fig. 6).
+
+    With only exit (p, k) enabled at t = 0 every sample leaves there, so the
+    accuracy is the exit's standalone accuracy and the relative cost is
+    sum_{n' <= p} S_{n'} + Delta_{p,k} (Eq. 11 with E_p = M).
+
+    Returns
+    -------
+    DataFrame
+        One row per available exit: ``position`` (index), ``position_name``,
+        ``exit_type`` (index), ``exit_type_name``, ``rel_macs``, ``accuracy``
+        and ``rel_accuracy`` (accuracy / A_ori).
+    """
+    _, labels_known = _truth(cache)
+    upto, delta = _relative_exit_costs(cache, costs)
+    a_ori = head_accuracy(cache)
+    # the searches' convention: agreement with the head as soon as one label is unknown
+    accuracy = cache.standalone_accuracy("label" if labels_known else "head")
+    rows = []
+    for p, k in zip(*np.nonzero(cache.available)):
+        acc = float(accuracy[p, k])
+        rows.append(
+            {
+                "position": int(p),
+                "position_name": cache.positions[p],
+                "exit_type": int(k),
+                "exit_type_name": cache.exit_types[k],
+                "rel_macs": float(upto[p] + delta[p, k]),
+                "accuracy": acc,
+                "rel_accuracy": acc / a_ori if a_ori > 0 else np.nan,
+            }
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=["position", "position_name", "exit_type", "exit_type_name", "rel_macs", "accuracy", "rel_accuracy"],
+    )
+    frame.attrs["base_accuracy"] = a_ori
+    return frame
+
+
+# -------------------------------------------------------- exit distribution
+
+
+def exit_distribution(cache, config, costs=None) -> pd.DataFrame:
+    """Fraction of samples leaving at each position, the head included (E_n / M, Eq. 7).
+
+    Parameters
+    ----------
+    cache : ExitCache
+    config : Config
+        G = {k, t}; checked against the cache by :func:`dyce_search.evaluate`.
+    costs : Costs, optional
+
+    Returns
+    -------
+    DataFrame
+        P + 1 rows: ``position`` (0..P, P = head), ``position_name`` ("head"
+        for P), ``exit_type_name`` (missing where disabled), ``threshold`` (NaN
+        where disabled, 0 at the head), ``n_exited`` (E_n), ``fraction``
+        (E_n / M, sums to 1) and ``accuracy`` of the samples leaving there
+        (A_n, Eq. 9; NaN where none leave).
+    """
+    from dyce_search.evaluate import evaluate
+
+    ev = evaluate(cache, config, costs)
+    P = cache.n_positions
+    types = [cache.exit_types[k] if k >= 0 else None for k in config.exit_types] + [None]
+    return pd.DataFrame(
+        {
+            "position": np.arange(P + 1),
+            "position_name": [*cache.positions, "head"],
+            "exit_type_name": types,
+            "threshold": np.append(config.thresholds, 0.0),
+            "n_exited": np.asarray(ev.exits, dtype=np.int64),
+            "fraction": np.asarray(ev.exits, dtype=np.float64) / ev.n_samples,
+            "accuracy": np.asarray(ev.position_accuracy, dtype=np.float64),
+        }
+    )
+
+
+def exit_distributions(cache, result, rows, labels=None) -> pd.DataFrame:
+    """:func:`exit_distribution` of several configurations of ``result`` (long form).
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Row indices into ``result.table`` / ``result.configs``.
+    labels : sequence of str, optional
+        One label per row (default ``"lambda=<value>"``).
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`exit_distribution` plus ``label``, ``row``,
+        ``lambda``, ``rel_macs`` and ``rel_accuracy`` of the configuration.
+    """
+    rows = [int(r) for r in rows]
+    n = len(result.configs)
+    bad = [r for r in rows if not 0 <= r < n]
+    if bad:
+        raise ResultError(f"row(s) {bad} out of range for a result with {n} configurations")
+    table = result.table.reset_index(drop=True)
+    if labels is None:
+        labels = [f"λ={table['lambda'].iloc[r]:.2f}" for r in rows]
+    frames = []
+    for r, label in zip(rows, labels):
+        f = exit_distribution(cache, result.configs[r])
+        f.insert(0, "label", label)
+        f.insert(1, "row", r)
+        f.insert(2, "lambda", float(table["lambda"].iloc[r]))
+        f.insert(3, "rel_macs", float(table["rel_macs"].iloc[r]))
+        f.insert(4, "rel_accuracy", float(table["rel_accuracy"].iloc[r]))
+        frames.append(f)
+    if not frames:
+        raise ResultError("no configurations selected for the exit distribution")
+    return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------ compatibility
+
+
+def check_same_model(a, b, what_a: str = "calibration cache", what_b: str = "test cache") -> None:
+    """Raise :class:`~dyce_search.CacheError` unless two caches come from the same model and exits.
+
+    :meth:`ExitCache.check_compatible` (backbone, classes, positions, exit
+    types) plus the MACs, so configurations searched on one can be evaluated
+    on the other at the same cost.
+    """
+    try:
+        a.check_compatible(b)
+    except CacheError as e:
+        raise CacheError(f"{what_b} does not match {what_a}: {e}") from None
+    if int(a.total_macs) != int(b.total_macs):
+        raise CacheError(f"{what_b} does not match {what_a}: total MACs {b.total_macs} vs {a.total_macs}")
+    if not (np.array_equal(a.available, b.available) and np.array_equal(a.backbone_macs, b.backbone_macs)):
+        raise CacheError(f"{what_b} does not match {what_a}: the available exits or their MACs differ")

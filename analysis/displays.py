@@ -1,0 +1,519 @@
+"""Figure classes in the style of scikit-learn's ``*Display`` objects.
+
+Each class is built in two steps: a ``from_*`` class method computes the data
+(with the pure functions of :mod:`analysis.curves`), ``__init__`` only stores
+it, and :meth:`plot` draws on a given or new matplotlib ``Axes`` and returns
+the display, which then holds ``ax_``, ``figure_`` and the drawn artists.
+``frame`` exposes the plotted data as a DataFrame. matplotlib is imported
+only inside ``plot``.
+
+Accuracies and relative MACs are stored as fractions and drawn in percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import curves, tables
+
+# Paper's Figs. 4-6 plot accuracy against cost; one size keeps the report uniform.
+FIGSIZE = (6.4, 4.4)
+
+
+def _axes(ax):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    return ax, ax.figure
+
+
+def _percent(axis) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+
+
+def _finish(ax, title=None, legend=True) -> None:
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", framealpha=0.9)
+
+
+def format_seconds(seconds: float) -> str:
+    """``12.3 s``, ``4.5 min`` or ``n/a``."""
+    if not np.isfinite(seconds):
+        return "n/a"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def mac_scale(macs: float) -> tuple[float, str]:
+    """Divisor and unit that print ``macs`` with a few digits: ``(1e9, "GMACs")`` for ResNets."""
+    for scale, unit in ((1e9, "GMACs"), (1e6, "MMACs"), (1e3, "kMACs")):
+        if macs >= scale:
+            return scale, unit
+    return 1.0, "MACs"
+
+
+def model_label(metadata: Mapping) -> str:
+    """Readable model name from cache/result metadata, e.g. ``resnet152 (synthetic)``."""
+    name = metadata.get("backbone") or "model"
+    return f"{name} (synthetic)" if metadata.get("synthetic") else str(name)
+
+
+# ------------------------------------------------------------------- Fig. 3
+
+
+class ThresholdCurveDisplay:
+    """Accuracy and fraction of samples exited at one exit vs its threshold (Fig. 3).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Output of :func:`analysis.curves.threshold_curve`.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, title: str | None = None):
+        self.frame = frame
+        self.title = title
+
+    @classmethod
+    def from_cache(cls, cache, position=0, exit_type=None, thresholds=None, title=None):
+        """Compute the curve of exit (``position``, ``exit_type``); see :func:`~analysis.curves.threshold_curve`."""
+        frame = curves.threshold_curve(cache, position, exit_type, thresholds)
+        if title is None:
+            a = frame.attrs
+            title = f"{model_label(cache.metadata)}: exit {a['exit_type']} at position {a['position']}"
+        return cls(frame, title)
+
+    def plot(self, ax=None, show_head=True, **kwargs):
+        """Draw both curves; ``kwargs`` go to both ``Axes.plot`` calls.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        show_head : bool, default True
+            Dotted line at the original model's accuracy A_ori.
+        """
+        ax, fig = _axes(ax)
+        f = self.frame
+        (self.accuracy_line_,) = ax.plot(
+            f["threshold"], f["exited_accuracy"], color="C0", label="accuracy of exited samples", **kwargs
+        )
+        (self.fraction_line_,) = ax.plot(
+            f["threshold"], f["exited_fraction"], color="C1", linestyle="--", label="fraction of samples exited", **kwargs
+        )
+        self.head_line_ = None
+        if show_head and "base_accuracy" in f.attrs:
+            self.head_line_ = ax.axhline(
+                f.attrs["base_accuracy"], color="0.4", linestyle=":", linewidth=1, label="original model accuracy"
+            )
+        ax.set_xlabel("confidence threshold $t$")
+        ax.set_ylabel("accuracy / fraction of samples")
+        ax.set_xlim(float(f["threshold"].min()), float(f["threshold"].max()))
+        ax.set_ylim(0, 1.02)
+        _percent(ax.yaxis)
+        _finish(ax, self.title)
+        self.ax_, self.figure_ = ax, fig
+        return self
+
+
+# --------------------------------------------------------------- Figs. 4, 5
+
+
+class TradeoffDisplay:
+    """Accuracy vs cost of searched configurations, one curve per model (Fig. 4).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Long form from :func:`analysis.curves.tradeoff_curves` (``name``
+        column), with ``attrs["base_accuracy"]`` a dict name -> A_ori.
+    total_macs : dict, optional
+        name -> MACs of the original model, needed for ``x="absolute"``.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, total_macs: Mapping | None = None, title: str | None = None):
+        self.frame = frame
+        self.total_macs = dict(total_macs or {})
+        self.title = title
+
+    @classmethod
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None):
+        """Curves of several named :class:`~dyce_search.SearchResult` (Pareto-filtered by default)."""
+        frame = curves.tradeoff_curves(results, pareto=pareto)
+        total = {str(n): r.metadata.get("total_macs") for n, r in results.items()}
+        return cls(frame, total, title)
+
+    def _x(self, values, name, x, scale):
+        if x == "relative":
+            return values
+        total = self.total_macs.get(name)
+        if total is None:
+            raise ValueError(f"x='absolute' needs the original model's MACs of {name!r}")
+        return values * total / scale
+
+    def plot(self, ax=None, x="relative", show_original=True, **kwargs):
+        """Draw one line per model and the original models as stars.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        x : {"relative", "absolute"}
+            Relative MACs (C, Eq. 11, in %) or MACs per sample (GMACs, MMACs, ... by the largest model).
+        show_original : bool, default True
+        **kwargs
+            Passed to every ``Axes.plot`` of a curve.
+        """
+        if x not in ("relative", "absolute"):
+            raise ValueError(f"x must be 'relative' or 'absolute', got {x!r}")
+        ax, fig = _axes(ax)
+        self.lines_, self.originals_ = {}, {}
+        base = self.frame.attrs.get("base_accuracy", {})
+        scale, unit = mac_scale(max((v for v in self.total_macs.values() if v), default=1))
+        style = dict(marker="o", markersize=3, linewidth=1.4)
+        style.update(kwargs)
+        for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
+            color = f"C{i % 10}"
+            (self.lines_[name],) = ax.plot(
+                self._x(f["rel_macs"].to_numpy(float), name, x, scale), f["accuracy"], color=color, label=name, **style
+            )
+            if show_original and name in base:
+                (self.originals_[name],) = ax.plot(
+                    self._x(np.array([1.0]), name, x, scale), [base[name]], marker="*", markersize=13,
+                    color=color, markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
+                )
+        if self.originals_:
+            from matplotlib.lines import Line2D
+
+            handles, labels = ax.get_legend_handles_labels()
+            handles.append(Line2D([], [], marker="*", markersize=11, color="0.5", markeredgecolor="black",
+                                  markeredgewidth=0.6, linestyle="none"))
+            labels.append("original model")
+            ax.legend(handles, labels, fontsize="small", framealpha=0.9)
+        if x == "relative":
+            ax.set_xlabel("relative MACs (share of the original model)")
+            _percent(ax.xaxis)
+        else:
+            ax.set_xlabel(f"{unit} per sample")
+        ax.set_ylabel("top-1 accuracy")
+        _percent(ax.yaxis)
+        _finish(ax, self.title, legend=not self.originals_)
+        self.ax_, self.figure_ = ax, fig
+        return self
+
+
+class MethodComparisonDisplay:
+    """Search methods compared on one cache, search time in the legend (Fig. 5).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Long form from :func:`analysis.curves.tradeoff_curves`; ``name`` is
+        the method label, ``attrs["search_seconds"]`` a dict label -> seconds.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, title: str | None = None):
+        self.frame = frame
+        self.title = title
+
+    @classmethod
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None):
+        """Curves of named results (e.g. ``{"iterative": r1, "single-pass": r2, "baseline": r3}``)."""
+        frame = curves.tradeoff_curves(results, pareto=pareto)
+        frame["seconds"] = frame["name"].map(frame.attrs["search_seconds"])
+        return cls(frame, title)
+
+    @classmethod
+    def from_cache(cls, cache, lambdas, iterative=True, pareto=True, title=None, **options):
+        """Run single-pass, (optionally) iterative and the same-threshold baseline on ``cache``.
+
+        The baseline uses the single best exit type
+        (:func:`analysis.searches.single_type_baseline`).
+
+        ``options`` go to every :func:`dyce_search.run` call.
+        """
+        from dyce_search import run
+
+        from .searches import single_type_baseline
+
+        results = {}
+        if iterative:
+            results["iterative"] = run(cache, lambdas, method="iterative", **options)
+        results["single-pass"] = run(cache, lambdas, method="single_pass", **options)
+        baseline, type_name = single_type_baseline(cache, lambdas, **options)
+        results[f"baseline: same t, {type_name}"] = baseline
+        if title is None:
+            title = f"{model_label(cache.metadata)}: search methods"
+        return cls.from_results(results, pareto=pareto, title=title)
+
+    def plot(self, ax=None, show_original=True, **kwargs):
+        """Draw one line per method, labelled ``"<method> (<search time>)"``."""
+        ax, fig = _axes(ax)
+        self.lines_ = {}
+        seconds = self.frame.attrs.get("search_seconds", {})
+        base = self.frame.attrs.get("base_accuracy", {})
+        markers = "osD^v<>"
+        for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
+            style = dict(marker=markers[i % len(markers)], markersize=3, linewidth=1.4, color=f"C{i % 10}")
+            style.update(kwargs)
+            label = f"{name} (search {format_seconds(seconds.get(name, np.nan))})"
+            (self.lines_[name],) = ax.plot(f["rel_macs"], f["accuracy"], label=label, **style)
+        self.original_ = None
+        if show_original and base:
+            (self.original_,) = ax.plot([1.0], [next(iter(base.values()))], marker="*", markersize=13, color="0.5",
+                                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
+                                        label="original model")
+        ax.set_xlabel("relative MACs (share of the original model)")
+        ax.set_ylabel("top-1 accuracy")
+        _percent(ax.xaxis)
+        _percent(ax.yaxis)
+        _finish(ax, self.title)
+        self.ax_, self.figure_ = ax, fig
+        return self
+
+
+# ------------------------------------------------------------------- Fig. 6
+
+
+class EnsembleDisplay:
+    """Searched ensembles vs every exit used alone (Fig. 6).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Long form with a ``series`` column: ``"standalone"`` rows from
+        :func:`analysis.curves.standalone_exits` and one block of
+        :func:`analysis.curves.tradeoff_curve` rows per searched curve
+        (``series`` = its label).
+    base_accuracy : float
+        A_ori.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, base_accuracy: float, title: str | None = None):
+        self.frame = frame
+        self.base_accuracy = float(base_accuracy)
+        self.title = title
+
+    @classmethod
+    def from_results(cls, cache, results: Mapping, costs=None, pareto=True, title=None):
+        """Standalone exits of ``cache`` plus named searched curves (e.g. ensemble, ablation)."""
+        standalone = curves.standalone_exits(cache, costs)
+        parts = [standalone.assign(series="standalone")]
+        for name, result in results.items():
+            parts.append(curves.tradeoff_curve(result, pareto=pareto).assign(series=str(name)))
+        frame = pd.concat(parts, ignore_index=True)
+        if title is None:
+            title = f"{model_label(cache.metadata)}: ensemble vs standalone exits"
+        return cls(frame, standalone.attrs["base_accuracy"], title)
+
+    @classmethod
+    def from_cache(cls, cache, lambdas, disabled=3, title=None, **options):
+        """Search the ensemble (single-pass) and, if ``disabled`` > 0, the same with the first
+        ``disabled`` positions switched off; ``options`` go to :func:`dyce_search.run`."""
+        from dyce_search import run
+
+        results = {"ensemble (all positions)": run(cache, lambdas, method="single_pass", **options)}
+        if 0 < disabled < cache.n_positions:
+            positions = list(range(disabled, cache.n_positions))
+            results[f"ensemble, first {disabled} positions disabled"] = run(
+                cache, lambdas, method="single_pass", positions=positions, **options
+            )
+        return cls.from_results(cache, results, title=title)
+
+    def plot(self, ax=None, **kwargs):
+        """Dots joined by dashed lines per exit type; solid lines per searched curve.
+
+        ``kwargs`` go to the searched curves' ``Axes.plot``.
+        """
+        ax, fig = _axes(ax)
+        f = self.frame
+        alone = f[f["series"] == "standalone"]
+        self.standalone_lines_, self.lines_ = {}, {}
+        for i, (name, g) in enumerate(alone.groupby("exit_type_name", sort=False)):
+            g = g.sort_values("position")
+            (self.standalone_lines_[name],) = ax.plot(
+                g["rel_macs"], g["accuracy"], linestyle="--", linewidth=0.8, marker="o", markersize=3,
+                color=_STANDALONE_COLOURS[i % len(_STANDALONE_COLOURS)], alpha=0.8, label=f"{name} alone",
+            )
+        searched = [s for s in dict.fromkeys(f["series"]) if s != "standalone"]
+        colours = ["#7b2d8e", "#8c564b", "#2ca02c", "#d62728"]
+        for i, name in enumerate(searched):
+            g = f[f["series"] == name]
+            style = dict(linewidth=2.0, color=colours[i % len(colours)], marker="o", markersize=2.5)
+            style.update(kwargs)
+            (self.lines_[name],) = ax.plot(g["rel_macs"], g["accuracy"], label=name, **style)
+        (self.original_,) = ax.plot([1.0], [self.base_accuracy], marker="*", markersize=13, color="0.5",
+                                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
+                                    label="original model")
+        ax.set_xlabel("relative MACs (share of the original model)")
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        _percent(ax.xaxis)
+        _percent(ax.yaxis)
+        _finish(ax, self.title)
+        self.ax_, self.figure_ = ax, fig
+        return self
+
+
+# Muted colours for the many standalone series so the searched curves stand out.
+_STANDALONE_COLOURS = ("#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#e377c2", "#bcbd22", "#17becf")
+
+
+# ------------------------------------------------------------ generalisation
+
+
+class GeneralisationDisplay:
+    """Configurations searched on one split, evaluated on both (calibration vs test).
+
+    The configurations are the Pareto front on the calibration split; the test
+    curve shows the same configurations (not re-filtered on test).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Long form with ``split`` (``"calibration"``/``"test"``), ``row``,
+        ``lambda``, ``rel_macs``, ``accuracy``, ``rel_accuracy``.
+    base_accuracy : dict
+        split -> A_ori on that split.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, base_accuracy: Mapping, title: str | None = None):
+        self.frame = frame
+        self.base_accuracy = dict(base_accuracy)
+        self.title = title
+
+    @classmethod
+    def from_result(cls, result, test_cache, calibration_cache=None, title=None):
+        """Evaluate ``result``'s calibration Pareto front on ``test_cache``.
+
+        Raises
+        ------
+        CacheError
+            If ``calibration_cache`` is given and ``test_cache`` is not from
+            the same model and exits (:func:`analysis.curves.check_same_model`).
+        ResultError
+            If the result does not fit ``test_cache``.
+        """
+        if calibration_cache is not None:
+            curves.check_same_model(calibration_cache, test_cache)
+        cal = curves.tradeoff_curve(result, pareto=True)
+        test_table = result.evaluate(test_cache)
+        test = curves.curve_from_table(test_table, pareto=False).set_index("row").loc[cal["row"]].reset_index()
+        frame = pd.concat([cal.assign(split="calibration"), test.assign(split="test")], ignore_index=True)
+        base = {"calibration": cal.attrs["base_accuracy"], "test": curves.head_accuracy(test_cache)}
+        if title is None:
+            title = f"{model_label(result.metadata)}: calibration vs test"
+        return cls(frame, base, title)
+
+    def plot(self, ax=None, **kwargs):
+        """One line per split, the original model on each split as a star."""
+        ax, fig = _axes(ax)
+        self.lines_, self.originals_ = {}, {}
+        for i, (split, g) in enumerate(self.frame.groupby("split", sort=False)):
+            color = f"C{i}"
+            style = dict(marker="o", markersize=3, linewidth=1.4, color=color,
+                         linestyle="-" if split == "calibration" else "--")
+            style.update(kwargs)
+            n = len(g)
+            (self.lines_[split],) = ax.plot(g["rel_macs"], g["accuracy"], label=f"{split} ({n} configurations)", **style)
+            if split in self.base_accuracy:
+                (self.originals_[split],) = ax.plot(
+                    [1.0], [self.base_accuracy[split]], marker="*", markersize=13, color=color,
+                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
+                    label=f"original model ({split})",
+                )
+        ax.set_xlabel("relative MACs (share of the original model)")
+        ax.set_ylabel("top-1 accuracy")
+        _percent(ax.xaxis)
+        _percent(ax.yaxis)
+        _finish(ax, self.title)
+        self.ax_, self.figure_ = ax, fig
+        return self
+
+
+# --------------------------------------------------------- exit distribution
+
+
+class ExitDistributionDisplay:
+    """Where samples leave: fraction per position, head included, for a few configurations.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Output of :func:`analysis.curves.exit_distributions`.
+    title : str, optional
+    """
+
+    def __init__(self, frame: pd.DataFrame, title: str | None = None):
+        self.frame = frame
+        self.title = title
+
+    @classmethod
+    def from_result(cls, result, cache, rows=None, labels=None, levels=tables.PAPER_LEVELS, title=None):
+        """Distributions of ``rows`` of ``result`` (default: the Table II choices at ``levels``)."""
+        if rows is None:
+            rows, labels = tables.rows_at_levels(result, levels)
+        frame = curves.exit_distributions(cache, result, rows, labels)
+        if title is None:
+            title = f"{model_label(cache.metadata)}: where samples exit"
+        return cls(frame, title)
+
+    def plot(self, ax=None, kind=None, **kwargs):
+        """Fraction of samples per position 0..P (P = head), one series per configuration.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        kind : {"bar", "line"}, optional
+            Grouped bars (default up to 20 positions) or lines with markers
+            (default beyond, e.g. the 50 positions of ResNet-152).
+        **kwargs
+            Passed to ``Axes.bar`` / ``Axes.plot``.
+        """
+        ax, fig = _axes(ax)
+        self.artists_ = {}
+        groups = list(self.frame.groupby("label", sort=False))
+        names = list(groups[0][1]["position_name"])
+        n = len(names)
+        kind = kind or ("bar" if n <= 20 else "line")
+        if kind not in ("bar", "line"):
+            raise ValueError(f"kind must be 'bar' or 'line', got {kind!r}")
+        width = 0.8 / len(groups)
+        markers = "osD^v"
+        for i, (label, g) in enumerate(groups):
+            color = f"C{i % 10}"
+            if kind == "bar":
+                x = g["position"].to_numpy() - 0.4 + width * (i + 0.5)
+                self.artists_[label] = ax.bar(x, g["fraction"], width=width, color=color, label=label, **kwargs)
+            else:
+                style = dict(marker=markers[i % len(markers)], markersize=3.5, linewidth=1.2, color=color)
+                style.update(kwargs)
+                (self.artists_[label],) = ax.plot(g["position"], g["fraction"], label=label, **style)
+        step = max(1, int(np.ceil(n / 16)))
+        ticks = sorted(set(range(0, n, step)) | {n - 1})
+        if len(ticks) > 2 and n - 1 - ticks[-2] < step / 2:
+            ticks.remove(ticks[-2])  # keep the head's label legible
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([names[t] for t in ticks], rotation=60, ha="right", fontsize="x-small")
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_xlabel("exit position (last: original head)")
+        ax.set_ylabel("fraction of samples exiting")
+        ax.set_ylim(bottom=0)
+        _percent(ax.yaxis)
+        _finish(ax, self.title)
+        if kind == "bar":
+            ax.grid(False, axis="x")
+        self.ax_, self.figure_ = ax, fig
+        return self

@@ -1,0 +1,166 @@
+"""python -m analysis: the files it writes, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main, parse_lambdas
+from dyce_search import load_result
+from dyce_search.synthetic import make_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("caches")
+    paths = {}
+    for name, backbone, seed in (("cal", "resnet18", 0), ("test", "resnet18", 1), ("other", "resnet34", 2)):
+        paths[name] = make_cache(backbone=backbone, n_samples=800, n_classes=50, seed=seed).write(folder / f"{name}.parquet")
+    return paths
+
+
+def test_parse_lambdas():
+    assert parse_lambdas("0:1:0.25").tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert len(parse_lambdas("0:1:0.01")) == 101
+    assert parse_lambdas("0.1,0.9").tolist() == [0.1, 0.9]
+    assert parse_lambdas("0.5").tolist() == [0.5]
+    for bad in ("0:2:0.5", "1:0:0.1", "0:1:0", "a,b", "0:1", "1.5"):
+        with pytest.raises(ValueError, match="lambdas"):
+            parse_lambdas(bad)
+
+
+def test_cli_writes_every_figure_table_and_index(cache_files, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main([str(cache_files["cal"]), "--test", str(cache_files["test"]), "--out", str(out),
+                 "--lambdas", "0:1:0.1", "--quiet"])
+    assert code == 0
+    assert capsys.readouterr().err == ""
+    slug = "resnet18-synthetic"
+    expected = [
+        "README.md",
+        f"figures/fig3-threshold-{slug}",
+        "figures/fig4-tradeoff",
+        f"figures/fig5-methods-{slug}",
+        f"figures/fig6-ensemble-{slug}",
+        f"figures/generalisation-{slug}",
+        f"figures/exit-distribution-{slug}",
+        "tables/table2.csv",
+        "tables/table2.md",
+        "tables/table2-long.csv",
+        f"results/{slug}-single_pass.json",
+        f"results/{slug}-iterative.json",
+        f"results/{slug}-baseline.json",
+    ]
+    for name in expected:
+        if name.startswith("figures/"):
+            stem = name.split("/", 1)[1]
+            for path in (out / f"{name}.png", out / f"{name}.pdf", out / "data" / f"{stem}.csv"):
+                assert path.stat().st_size > 0, path
+            assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        else:
+            assert (out / name).stat().st_size > 0, name
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+    readme = (out / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert links and all((out / link).exists() for link in links)
+    for stem in ("fig3", "fig4", "fig5", "fig6", "generalisation", "exit-distribution"):
+        assert any(stem in link and link.endswith(".png") for link in links), stem
+    assert "## Table II" in readme
+
+    table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
+    assert list(table.columns) == ["base accuracy", "MACs at drop ≤ 5.0%", "MACs at drop ≤ 2.0%", "MACs at drop ≤ 0.5%"]
+    assert load_result(out / "results" / f"{slug}-single_pass.json").table["lambda"].size == 11
+    legend_data = pd.read_csv(out / "data" / f"fig5-methods-{slug}.csv")
+    assert set(legend_data["name"]) == {"iterative", "single-pass", "baseline: same t, mlp5x1000"}
+
+
+def test_cli_unreached_levels_and_no_iterative(cache_files, tmp_path):
+    out = tmp_path / "cheap"
+    # lambda = 0 asks for the cheapest configurations only: no accuracy level is met
+    assert main([str(cache_files["cal"]), "--out", str(out), "--lambdas", "0", "--no-iterative",
+                 "--disable-first", "7", "--quiet"]) == 0
+    table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
+    assert (table.iloc[0, 1:] == "not reached").all()
+    readme = (out / "README.md").read_text()
+    assert "not reached" in readme
+    assert "ablation skipped: the cache has only 7 early positions" in readme
+    assert "iterative search was not run" in readme
+    assert not (out / "results" / "resnet18-synthetic-iterative.json").exists()
+    assert not list((out / "figures").glob("generalisation-*"))
+
+
+def test_cli_several_backbones_share_fig4_and_table(cache_files, tmp_path):
+    out = tmp_path / "two"
+    assert main([str(cache_files["cal"]), str(cache_files["other"]), "--out", str(out), "--lambdas", "0:1:0.2",
+                 "--no-iterative", "--compare-on", "1", "--quiet"]) == 0
+    table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
+    assert list(table.index) == ["resnet18 (synthetic)", "resnet34 (synthetic)"]
+    fig4 = pd.read_csv(out / "data" / "fig4-tradeoff.csv")
+    assert set(fig4["name"]) == {"resnet18 (synthetic)", "resnet34 (synthetic)"}
+    assert (out / "figures" / "fig5-methods-resnet34-synthetic.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{cal}", "--test", "{other}"], "test cache .* backbone"),
+        (["{cal}", "--test", "{test}", "{test}"], "2 --test caches for 1"),
+        (["{missing}"], "no such file"),
+        (["{cal}", "--lambdas", "0:2:0.1"], "--lambdas"),
+        (["{cal}", "--fig3-position", "layer9.9"], "no position named"),
+        (["{cal}", "--compare-on", "3"], "compare_on"),
+        (["{cal}", "--bogus"], "unrecognized arguments"),
+        (["--synthetic", "resnet7"], "resnet7"),
+        ([], "at least one CACHE"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(cache_files, tmp_path, capsys, args, message):
+    names = {k: str(v) for k, v in cache_files.items()}
+    names["missing"] = str(tmp_path / "nope.parquet")
+    argv = [a.format(**names) for a in args] + ["--out", str(tmp_path / "o"), "--quiet"]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert re.search(message, err), err
+    assert not (tmp_path / "o" / "README.md").exists()
+
+
+def test_module_entry_point_exit_status(cache_files, tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "analysis", str(cache_files["cal"]), "--test", str(cache_files["other"]),
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr
+
+
+def test_cache_names_are_unique_and_file_safe():
+    from analysis.report import name_caches, slugify, task_key
+
+    a = make_cache(backbone="resnet18", n_samples=50, n_classes=10, seed=0)
+    b = make_cache(backbone="resnet18", n_samples=50, n_classes=10, seed=1)
+    named = name_caches([a, b, a])
+    assert len({n.name for n in named}) == 3 and len({n.slug for n in named}) == 3
+    assert named[0].name.startswith("resnet18 (synthetic)")
+    assert slugify("ResNet-152 (synthetic) #2") == "resnet-152-synthetic-2"
+    assert slugify("///") == "model"
+    assert task_key(a) == task_key(b) != task_key(make_cache(backbone="resnet18", n_samples=50, n_classes=20))
