@@ -437,12 +437,14 @@ def search_metadata(cache, *, method: str, threshold: str, objective: str, costs
     Keys: ``method, threshold, objective, cost_unit, costs`` (the cost
     profile, format ``dyce-costs``), ``backbone, weights, dataset, split,
     num_classes, synthetic, positions, exit_types`` (names), ``total_macs,
-    n_samples, labels_known``.
+    n_samples, labels_known, head_accuracy`` (A_ori of Eq. 10 on this cache,
+    agreement with the head when labels are unknown).
     """
     from .objective import reference_labels
 
     costs = Costs.from_cache(cache) if costs is None else costs
     md = cache.metadata or {}
+    truth, labels_known = reference_labels(cache)
     return {
         "method": method,
         "threshold": threshold,
@@ -458,7 +460,8 @@ def search_metadata(cache, *, method: str, threshold: str, objective: str, costs
         "exit_types": list(cache.exit_types),
         "total_macs": int(cache.total_macs),
         "n_samples": int(cache.n_samples),
-        "labels_known": bool(reference_labels(cache)[1]),
+        "labels_known": bool(labels_known),
+        "head_accuracy": float(np.mean(cache.final_pred == truth)),
         "costs": costs.to_dict(),
     }
 
