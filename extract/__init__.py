@@ -29,6 +29,8 @@ _LAZY = {
     "record_split": "record",
     "run_pipeline": "pipeline",
     "DyCEModel": "runtime",
+    "UnknownConfigError": "runtime",
+    "measure_costs": "latency",
 }
 
 __all__ = ["ExtractError", *_LAZY]

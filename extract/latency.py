@@ -1,0 +1,247 @@
+"""Measured latency profile: per-segment and per-exit wall-clock time as a ``dyce_search.Costs``.
+
+MACs are a proxy for run time (paper Sec. V-A.2). On a given machine the
+search can instead minimise measured time: this module times every backbone
+segment alone (S_n before normalisation, the last one with the head) and every
+exit (Delta_{n,k}) at a given batch size, and writes the result as a
+``dyce-costs`` JSON profile (unit ``"ms"``, per sample) that
+``dyce_search.run(..., costs=Costs.load(path))`` and ``python -m dyce_search
+--costs`` accept in place of the cache's MACs.
+
+An exit's time covers exactly what :class:`extract.runtime.DyCEModel` runs per
+enabled exit (:func:`extract.runtime.exit_step`: the exit, the float32
+softmax, the threshold test and finding the rows that leave), so a profile
+prices the decision overhead as well as the exit's arithmetic. Not priced:
+gathering the staying rows after a partial exit (an ``index_select`` whose
+cost depends on how many leave; zero at batch size 1).
+
+``python -m extract.latency RUN_DIR --out profile.json [--batch-size B] [--device D]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dyce_search.costs import Costs
+
+from .runtime import exit_step
+
+__all__ = ["measure_costs", "time_call", "save_profile", "main"]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device, *, warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall-clock milliseconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls.
+
+    On CUDA the device is synchronised before and after every call, so the
+    time covers the kernels and not only their launch.
+    """
+    device = torch.device(device)
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def measure_costs(
+    backbone: nn.Module,
+    exits: nn.Module,
+    *,
+    batch_size: int = 1,
+    example: torch.Tensor | None = None,
+    warmup: int = 5,
+    repeats: int = 30,
+    progress: bool = False,
+) -> Costs:
+    """Time every segment and every exit on the device the modules are on.
+
+    Parameters
+    ----------
+    backbone : extract.backbones.SegmentedBackbone
+    exits : extract.exits.ExitBank
+    batch_size : int
+        Samples per timed call (B); the profile holds milliseconds per sample
+        (median time of one call / B).
+    example : Tensor [B, ...], optional
+        The input batch; default standard-normal noise of ``backbone.input_size``
+        (segment and exit times depend on shapes, not values).
+    warmup, repeats : int
+        Untimed calls before, and timed calls per measurement (the median is kept).
+    progress : bool
+        tqdm bar over the P + 1 segments and the exits.
+
+    Returns
+    -------
+    dyce_search.Costs
+        ``segment [P+1]`` (the last with the head) and ``exit [P, K]`` (NaN
+        where the bank has no exit) in ``unit="ms"`` per sample, with the
+        backbone's position and exit type names.
+    """
+    from tqdm.auto import tqdm
+
+    device = _device_of(backbone)
+    backbone.eval()
+    exits.eval()
+    if example is None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        example = torch.randn(batch_size, *backbone.input_size, device=device)
+    example = example.to(device)
+    batch = int(example.shape[0])
+    n_early = len(backbone.positions)
+    names = tuple(exits.exit_types)
+    work = n_early + 1 + sum(1 for _ in exits.exits())
+    bar = tqdm(total=work, desc="latency", unit="module", disable=not progress)
+
+    segment_ms = np.empty(n_early + 1)
+    features = []
+    h = example
+    for p in range(n_early + 1):
+        inp = h
+        if p < n_early:
+            run = lambda inp=inp, p=p: backbone.segments[p](inp)  # noqa: E731
+        else:
+            run = lambda inp=inp: backbone.head(backbone.segments[n_early](inp))  # noqa: E731
+        segment_ms[p] = time_call(run, device, warmup=warmup, repeats=repeats) / batch
+        h = backbone.segments[p](inp) if p < n_early else None
+        if p < n_early:
+            features.append(h)
+        bar.update()
+
+    exit_ms = np.full((n_early, len(names)), np.nan)
+    for p, k, module in exits.exits():
+        # threshold +inf: every sample stays; selecting the staying rows after a partial exit
+        # depends on how many leave and is not priced here
+        step = lambda m=module, f=features[p]: exit_step(m, f, float("inf"))  # noqa: E731
+        exit_ms[p, k] = time_call(step, device, warmup=warmup, repeats=repeats) / batch
+        bar.update()
+    bar.close()
+    return Costs(
+        segment_ms,
+        exit_ms,
+        unit="ms",
+        positions=tuple(p.name for p in backbone.positions),
+        exit_types=names,
+        backbone=getattr(backbone, "name", None),
+    )
+
+
+def save_profile(costs: Costs, path, *, measurement: dict | None = None) -> None:
+    """Write ``costs`` as a ``dyce-costs`` JSON document, atomically.
+
+    ``measurement`` (device, batch size, repeats, ...) is stored under an extra
+    ``"measurement"`` key for provenance; ``Costs.load`` ignores it.
+    """
+    doc = costs.to_dict()
+    if measurement:
+        doc["measurement"] = measurement
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".latency-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m extract.latency",
+        description="Measure per-segment and per-exit latency of a run directory and save it as a "
+        "dyce-costs profile (ms per sample) for `dyce_search --costs`.",
+    )
+    parser.add_argument("run_dir", help="run directory written by `python -m extract`")
+    parser.add_argument("--out", required=True, help="profile JSON to write")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per timed call (default 1)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per measurement (default 5)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement; median kept (default 30)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from dyce_search.errors import DyceError
+
+    try:
+        if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
+            raise ValueError("--batch-size and --repeats must be >= 1, --warmup >= 0")
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available")
+        from .rundir import load_run
+
+        backbone, bank, _info = load_run(args.run_dir)
+        backbone.to(device)
+        bank.to(device)
+        costs = measure_costs(
+            backbone, bank, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
+        save_profile(
+            costs,
+            args.out,
+            measurement={
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "batch_size": args.batch_size,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "statistic": "median",
+                "torch": torch.__version__,
+            },
+        )
+    except (DyceError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(
+            f"wrote {args.out}: {costs.n_positions + 1} segments ({costs.total:.4g} ms/sample in all), "
+            f"{int(np.isfinite(costs.exit).sum())} exits, batch {args.batch_size} on {device}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
