@@ -19,6 +19,7 @@ _LAZY = {
     "Evaluation": "evaluate",
     "Simulation": "evaluate",
     "run": "search",
+    "minimize_threshold": "thresholds",
     "SearchResult": "result",
     "load_result": "result",
     "synthetic": None,
