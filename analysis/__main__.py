@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from dyce_search import DyceError
+from dyce_search.errors import USER_ERRORS, print_cli_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,10 +111,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (DyceError, ValueError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return print_cli_error(e)
 
 
 def _run(args) -> int:

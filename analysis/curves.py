@@ -351,7 +351,7 @@ def exit_distribution(cache, config, costs=None) -> pd.DataFrame:
         (E_n / M, sums to 1) and ``accuracy`` of the samples leaving there
         (A_n, Eq. 9; NaN where none leave).
     """
-    from dyce_search.evaluate import evaluate
+    from dyce_search.evaluation import evaluate
 
     ev = evaluate(cache, config, costs)
     P = cache.n_positions

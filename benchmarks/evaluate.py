@@ -12,7 +12,7 @@ import numpy as np
 
 from dyce_search.config import Config
 from dyce_search.costs import Costs
-from dyce_search.evaluate import evaluate, simulate
+from dyce_search.evaluation import evaluate, simulate
 from dyce_search.objective import Objective
 from dyce_search.synthetic import make_cache
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from dyce_search import Config  # noqa: E402
 from dyce_search.costs import Costs  # noqa: E402
-from dyce_search.evaluate import slot_costs  # noqa: E402
+from dyce_search.evaluation import slot_costs  # noqa: E402
 from extract.latency import measure_costs  # noqa: E402
 from extract.macs import macs_table  # noqa: E402
 from extract.runtime import DyCEModel, exit_confidence  # noqa: E402

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 import numpy as np
 
-from .errors import DyceError
+from .errors import USER_ERRORS, print_cli_error
 
 METHODS = ("single_pass", "iterative", "baseline")
 THRESHOLDS = ("exact", "bounded")
@@ -156,10 +155,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (DyceError, ValueError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return print_cli_error(e)
 
 
 def _run(args) -> int:

@@ -22,3 +22,16 @@ class ResultError(DyceError):
 
 class CostError(DyceError):
     """A cost model (MACs or a measured latency profile) is malformed or does not fit the cache."""
+
+
+#: What the command-line tools report as one line instead of a traceback.
+USER_ERRORS = (DyceError, ValueError, OSError)
+
+
+def print_cli_error(exc: BaseException) -> int:
+    """Print ``exc`` on stderr as one ``error: ...`` line; return the CLI exit status, 2."""
+    import sys
+
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 2

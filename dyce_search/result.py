@@ -143,7 +143,7 @@ class SearchResult:
         extra : dict[str, sequence], optional
             Additional per-row columns (e.g. number of rounds).
         """
-        from .evaluate import evaluate
+        from .evaluation import evaluate
         from .objective import Objective
 
         configs = list(configs)
@@ -257,7 +257,7 @@ class SearchResult:
             Naming what differs (positions, exit types, number of classes) or
             the configuration that does not fit.
         """
-        from .evaluate import evaluate
+        from .evaluation import evaluate
         from .objective import Objective
 
         self.check_cache(other_cache)

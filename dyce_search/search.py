@@ -20,7 +20,7 @@ candidate confidences, see :mod:`dyce_search.thresholds`) or ``"bounded"``
 (the paper's ``scipy.optimize.minimize_scalar``). Objective values inside the
 searches are computed from exact integer counts, so results are identical
 across runs and thread counts. The reported metrics come from
-:func:`dyce_search.evaluate.evaluate`, so search and evaluation never disagree.
+:func:`dyce_search.evaluation.evaluate`, so search and evaluation never disagree.
 See docs/search.md for the algorithms, the exactness argument and timings.
 """
 
@@ -347,7 +347,7 @@ def run(
         If the cache or the costs are malformed or do not fit each other.
     """
     from .cache import ExitCache
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .result import SearchResult, search_metadata
 
     lambdas = check_lambdas(lambdas)

@@ -233,7 +233,7 @@ def minimize_threshold(cache, config, position, exit_type, lam, method="exact", 
     ResultError
         If ``config`` does not fit the cache.
     """
-    from .evaluate import as_config
+    from .evaluation import as_config
     from .objective import check_lambda
 
     lam = check_lambda(lam)

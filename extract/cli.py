@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from dyce_search.errors import DyceError
+from dyce_search.errors import DyceError, print_cli_error
 
 from .errors import ExtractError
 
@@ -69,13 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except DyceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        # e.g. a pretrained-weights download without network, an unreadable image, a full disk
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (DyceError, OSError) as exc:
+        # OSError: e.g. a pretrained-weights download without network, an unreadable image, a full disk
+        return print_cli_error(exc)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from dyce_search.errors import DyceError
+    from dyce_search.errors import USER_ERRORS, print_cli_error
 
     try:
         if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
@@ -232,9 +232,8 @@ def main(argv=None) -> int:
                 "torch": torch.__version__,
             },
         )
-    except (DyceError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return print_cli_error(exc)
     if not args.quiet:
         print(
             f"wrote {args.out}: {costs.n_positions + 1} segments ({costs.total:.4g} ms/sample in all), "

@@ -13,7 +13,7 @@ from dyce_search._kernels.metrics import BLOCK
 from dyce_search.cache import ExitCache
 from dyce_search.config import Config
 from dyce_search.costs import Costs
-from dyce_search.evaluate import Evaluation, as_config, evaluate, simulate
+from dyce_search.evaluation import Evaluation, as_config, evaluate, simulate
 
 from tests import naive
 from tests.strategies import configs, exit_caches, random_cache, random_config, random_costs
@@ -264,7 +264,7 @@ def test_scaled_costs_keep_relative_cost():
 
 def test_results_do_not_depend_on_thread_count():
     """Several blocks of samples: counts and the float cost sum are bit-identical for 1 and 2 threads."""
-    from dyce_search.evaluate import _small
+    from dyce_search.evaluation import _small
 
     rng = np.random.default_rng(11)
     M = 22 * BLOCK + 17
@@ -294,7 +294,7 @@ def test_results_do_not_depend_on_thread_count():
 @given(seed=st.integers(0, 2**32 - 1), n_blocks=st.integers(1, 4), p_enable=st.sampled_from([0.3, 1.0]))
 def test_parallel_and_serial_kernels_agree(seed, n_blocks, p_enable):
     from dyce_search._kernels.metrics import exit_counts, exit_counts_serial, exit_trace, exit_trace_serial
-    from dyce_search.evaluate import float32_thresholds
+    from dyce_search.evaluation import float32_thresholds
 
     rng = np.random.default_rng(seed)
     M = int(rng.integers((n_blocks - 1) * BLOCK + 1, n_blocks * BLOCK + 1))
@@ -339,7 +339,7 @@ def test_naive_agrees_on_a_multi_block_cache():
     c=st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=1, max_size=20),
 )
 def test_float32_thresholds_compare_like_float64(t, c):
-    from dyce_search.evaluate import float32_thresholds
+    from dyce_search.evaluation import float32_thresholds
 
     (t32,) = float32_thresholds([t])
     c = np.array(c + [np.float32(t) if abs(t) < 3e38 else 0.0], np.float32)

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from dyce_search import Costs, ExitCache  # noqa: E402
-from dyce_search.evaluate import evaluate  # noqa: E402
+from dyce_search.evaluation import evaluate  # noqa: E402
 from extract.backbones import from_blocks  # noqa: E402
 from extract.exits import ExitBank, ExitType  # noqa: E402
 from extract.latency import main, measure_costs, save_profile, time_call  # noqa: E402

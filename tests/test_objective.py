@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dyce_search.config import Config
 from dyce_search.costs import Costs
-from dyce_search.evaluate import evaluate
+from dyce_search.evaluation import evaluate
 from dyce_search.objective import Objective, check_lambda, reference_labels
 
 from tests import naive

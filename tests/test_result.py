@@ -16,7 +16,7 @@ from dyce_search import ResultError
 from dyce_search.cache import ExitCache
 from dyce_search.config import Config
 from dyce_search.costs import Costs
-from dyce_search.evaluate import evaluate
+from dyce_search.evaluation import evaluate
 from dyce_search.result import COLUMNS, SearchResult, load_result
 
 from tests import naive

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import naive_search
 from dyce_search import synthetic
-from dyce_search.evaluate import evaluate
+from dyce_search.evaluation import evaluate
 from dyce_search.search import allowed_exits, run
 from dyce_search.thresholds import Prepared
 from strategies import exit_caches, random_costs

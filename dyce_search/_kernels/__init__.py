@@ -7,7 +7,7 @@ Every kernel has a plain-loop reference in ``tests/naive.py`` (or
 
 | kernel module | public wrapper |
 |---|---|
-| ``metrics.py`` | :func:`dyce_search.evaluate.evaluate`, :func:`dyce_search.evaluate.simulate` |
+| ``metrics.py`` | :func:`dyce_search.evaluation.evaluate`, :func:`dyce_search.evaluation.simulate` |
 | ``thresholds.py`` | :mod:`dyce_search.thresholds` (Eq. 13 for one position) |
 | ``search.py`` | :func:`dyce_search.search.run` (Algorithms 2 and 3, baseline) |
 """

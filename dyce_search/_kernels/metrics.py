@@ -6,7 +6,7 @@ slot E is the head. A sample leaves at the first slot j whose confidence is
 >= the threshold, otherwise at the head.
 
 Thresholds arrive as float32 values prepared by
-:func:`dyce_search.evaluate.float32_thresholds` (the smallest float32 that
+:func:`dyce_search.evaluation.float32_thresholds` (the smallest float32 that
 is >= the float64 threshold), so ``conf >= t32`` in float32 is exactly
 ``float64(conf) >= t`` and the comparison vectorises 8 wide.
 
