@@ -46,9 +46,11 @@ def _finish(ax, title=None, legend=True) -> None:
 
 
 def format_seconds(seconds: float) -> str:
-    """``12.3 s``, ``4.5 min`` or ``n/a``."""
+    """``35 ms``, ``12.3 s``, ``4.5 min`` or ``n/a``."""
     if not np.isfinite(seconds):
         return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
