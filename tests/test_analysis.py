@@ -336,7 +336,7 @@ def test_method_comparison_display_shows_times(synthetic):
     cal, _, result = synthetic
     d = MethodComparisonDisplay.from_results({"single-pass": result, "other": result.take([3, 4])}).plot()
     labels = [t.get_text() for t in d.ax_.get_legend().get_texts()]
-    assert "single-pass (search 2.0 s)" in labels and "other (search 0.5 s)" in labels
+    assert "single-pass (search 2.0 s)" in labels and "other (search 500 ms)" in labels
     _check_plotted(d, 3)
 
 
