@@ -45,6 +45,26 @@ def _finish(ax, title=None, legend=True) -> None:
         ax.legend(fontsize="small", framealpha=0.9)
 
 
+# The original model is a star at 100 % MACs in every trade-off figure.
+_ORIGINAL_STYLE = dict(marker="*", markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+
+
+def _original_marker(ax, x, accuracy, color="0.5", label=None):
+    """Plot the original model (a star) at ``x``; returns the Line2D."""
+    (line,) = ax.plot(x, [accuracy], markersize=13, color=color, label=label, **_ORIGINAL_STYLE)
+    return line
+
+
+def _tradeoff_axes(ax, title, relative_x=True, legend=True) -> None:
+    """Labels, percent ticks, grid and legend shared by the accuracy-vs-MACs figures."""
+    if relative_x:
+        ax.set_xlabel("relative MACs (share of the original model)")
+        _percent(ax.xaxis)
+    ax.set_ylabel("top-1 accuracy")
+    _percent(ax.yaxis)
+    _finish(ax, title, legend=legend)
+
+
 def format_seconds(seconds: float) -> str:
     """``35 ms``, ``12.3 s``, ``4.5 min`` or ``n/a``."""
     if not np.isfinite(seconds):
@@ -188,26 +208,17 @@ class TradeoffDisplay:
                 self._x(f["rel_macs"].to_numpy(float), name, x, scale), f["accuracy"], color=color, label=name, **style
             )
             if show_original and name in base:
-                (self.originals_[name],) = ax.plot(
-                    self._x(np.array([1.0]), name, x, scale), [base[name]], marker="*", markersize=13,
-                    color=color, markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
-                )
+                self.originals_[name] = _original_marker(ax, self._x(np.array([1.0]), name, x, scale), base[name], color)
         if self.originals_:
             from matplotlib.lines import Line2D
 
             handles, labels = ax.get_legend_handles_labels()
-            handles.append(Line2D([], [], marker="*", markersize=11, color="0.5", markeredgecolor="black",
-                                  markeredgewidth=0.6, linestyle="none"))
+            handles.append(Line2D([], [], markersize=11, color="0.5", **_ORIGINAL_STYLE))
             labels.append("original model")
             ax.legend(handles, labels, fontsize="small", framealpha=0.9)
-        if x == "relative":
-            ax.set_xlabel("relative MACs (share of the original model)")
-            _percent(ax.xaxis)
-        else:
+        if x != "relative":
             ax.set_xlabel(f"{unit} per sample")
-        ax.set_ylabel("top-1 accuracy")
-        _percent(ax.yaxis)
-        _finish(ax, self.title, legend=not self.originals_)
+        _tradeoff_axes(ax, self.title, relative_x=x == "relative", legend=not self.originals_)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -271,14 +282,8 @@ class MethodComparisonDisplay:
             (self.lines_[name],) = ax.plot(f["rel_macs"], f["accuracy"], label=label, **style)
         self.original_ = None
         if show_original and base:
-            (self.original_,) = ax.plot([1.0], [next(iter(base.values()))], marker="*", markersize=13, color="0.5",
-                                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
-                                        label="original model")
-        ax.set_xlabel("relative MACs (share of the original model)")
-        ax.set_ylabel("top-1 accuracy")
-        _percent(ax.xaxis)
-        _percent(ax.yaxis)
-        _finish(ax, self.title)
+            self.original_ = _original_marker(ax, [1.0], next(iter(base.values())), label="original model")
+        _tradeoff_axes(ax, self.title)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -354,16 +359,10 @@ class EnsembleDisplay:
             style = dict(linewidth=2.0, color=colours[i % len(colours)], marker="o", markersize=2.5)
             style.update(kwargs)
             (self.lines_[name],) = ax.plot(g["rel_macs"], g["accuracy"], label=name, **style)
-        (self.original_,) = ax.plot([1.0], [self.base_accuracy], marker="*", markersize=13, color="0.5",
-                                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
-                                    label="original model")
-        ax.set_xlabel("relative MACs (share of the original model)")
-        ax.set_ylabel("top-1 accuracy")
+        self.original_ = _original_marker(ax, [1.0], self.base_accuracy, label="original model")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        _percent(ax.xaxis)
-        _percent(ax.yaxis)
-        _finish(ax, self.title)
+        _tradeoff_axes(ax, self.title)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -431,16 +430,10 @@ class GeneralisationDisplay:
             n = len(g)
             (self.lines_[split],) = ax.plot(g["rel_macs"], g["accuracy"], label=f"{split} ({n} configurations)", **style)
             if split in self.base_accuracy:
-                (self.originals_[split],) = ax.plot(
-                    [1.0], [self.base_accuracy[split]], marker="*", markersize=13, color=color,
-                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
-                    label=f"original model ({split})",
+                self.originals_[split] = _original_marker(
+                    ax, [1.0], self.base_accuracy[split], color, label=f"original model ({split})"
                 )
-        ax.set_xlabel("relative MACs (share of the original model)")
-        ax.set_ylabel("top-1 accuracy")
-        _percent(ax.xaxis)
-        _percent(ax.yaxis)
-        _finish(ax, self.title)
+        _tradeoff_axes(ax, self.title)
         self.ax_, self.figure_ = ax, fig
         return self
 
