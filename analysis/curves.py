@@ -50,38 +50,6 @@ def _relative_exit_costs(cache, costs=None) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(segment), delta
 
 
-def resolve_position(cache, position) -> int:
-    """Index of an early position given as an int (negative counts from the end) or a name.
-
-    Raises
-    ------
-    CacheError
-        If the position is out of range or no position has that name.
-    """
-    P = cache.n_positions
-    if isinstance(position, str):
-        if position not in cache.positions:
-            raise CacheError(f"no position named {position!r}; the cache has {', '.join(cache.positions)}")
-        return cache.positions.index(position)
-    p = int(position)
-    if not -P <= p < P:
-        raise CacheError(f"position {position} is out of range: the cache has {P} early positions")
-    return p % P
-
-
-def resolve_exit_type(cache, exit_type) -> int:
-    """Index of an exit type given as an int or a name (see :func:`resolve_position`)."""
-    K = cache.n_types
-    if isinstance(exit_type, str):
-        if exit_type not in cache.exit_types:
-            raise CacheError(f"no exit type named {exit_type!r}; the cache has {', '.join(cache.exit_types)}")
-        return cache.exit_types.index(exit_type)
-    k = int(exit_type)
-    if not -K <= k < K:
-        raise CacheError(f"exit type {exit_type} is out of range: the cache has {K} exit types")
-    return k % K
-
-
 def largest_exit_type(cache, position: int) -> int:
     """The available exit type with the most MACs at ``position`` (ties: the later type)."""
     available = np.flatnonzero(cache.available[position])
@@ -154,8 +122,8 @@ def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.Da
         ``exited_accuracy`` (A_n, Eq. 9; NaN where no sample exits). The
         position and exit type names are in ``frame.attrs``.
     """
-    p = resolve_position(cache, position)
-    k = largest_exit_type(cache, p) if exit_type is None else resolve_exit_type(cache, exit_type)
+    p = cache.position_index(position)
+    k = largest_exit_type(cache, p) if exit_type is None else cache.exit_type_index(exit_type)
     if not cache.available[p, k]:
         raise CacheError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
     truth, labels_known = _truth(cache)

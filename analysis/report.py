@@ -196,9 +196,9 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
     tables._check_levels(options.levels)
     # resolve early so that a bad --fig3-position/--fig3-exit-type fails before the searches
     for named in caches:
-        p = curves.resolve_position(named.cache, options.threshold_position)
+        p = named.cache.position_index(options.threshold_position)
         if options.threshold_exit_type is not None:
-            k = curves.resolve_exit_type(named.cache, options.threshold_exit_type)
+            k = named.cache.exit_type_index(options.threshold_exit_type)
             if not named.cache.available[p, k]:
                 raise CacheError(
                     f"{named.name}: exit type {named.cache.exit_types[k]!r} is not available at "

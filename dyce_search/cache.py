@@ -370,22 +370,19 @@ class ExitCache:
             metadata=md,
         )
 
+    def position_index(self, position) -> int:
+        """Index of an early position given by index or name; CacheError naming the known ones otherwise."""
+        return _index_of(position, self.positions, "position")
+
+    def exit_type_index(self, exit_type) -> int:
+        """Index of an exit type given by index or name; CacheError naming the known ones otherwise."""
+        return _index_of(exit_type, self.exit_types, "exit type")
+
     @staticmethod
     def _resolve(items, names: tuple, what: str) -> np.ndarray:
         if isinstance(items, (str, int, np.integer)):
             items = [items]
-        out = []
-        for item in items:
-            if isinstance(item, str):
-                if item not in names:
-                    raise CacheError(f"unknown {what} {item!r}; the cache has {', '.join(names)}")
-                out.append(names.index(item))
-            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-                if not 0 <= item < len(names):
-                    raise CacheError(f"{what} index {item} out of range [0, {len(names)})")
-                out.append(int(item))
-            else:
-                raise TypeError(f"{what}s are selected by name or index, got {item!r}")
+        out = [_index_of(item, names, what) for item in items]
         if len(set(out)) != len(out):
             raise CacheError(f"duplicate {what} in selection {list(items)!r}")
         if not out:
@@ -528,3 +525,16 @@ class ExitCache:
         ) as writer:
             writer.write_table(table, row_group_size=max(1, table.num_rows))
         return path
+
+
+def _index_of(value, names: tuple, what: str) -> int:
+    """Index of ``value``, an index into ``names`` or one of ``names``."""
+    if isinstance(value, str):
+        if value not in names:
+            raise CacheError(f"unknown {what} {value!r}; the cache has {', '.join(names)}")
+        return names.index(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not 0 <= value < len(names):
+            raise CacheError(f"{what} index {value} out of range [0, {len(names)})")
+        return int(value)
+    raise TypeError(f"a {what} is given by name or index, got {value!r}")

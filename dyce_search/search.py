@@ -37,7 +37,7 @@ import pandas as pd
 from ._kernels import search as kernels
 from .config import Config
 from .thresholds import METHODS as THRESHOLD_METHODS
-from .thresholds import Candidate, Prepared, index_of
+from .thresholds import Candidate, Prepared
 
 METHODS = ("single_pass", "iterative", "baseline")
 OBJECTIVES = ("paper", "normalized")
@@ -71,16 +71,14 @@ def allowed_exits(cache, positions=None, exit_types=None) -> np.ndarray:
     """
     allowed = np.asarray(cache.available, bool).copy()
     if positions is not None:
-        names = tuple(cache.positions)
-        keep = np.zeros(len(names), bool)
+        keep = np.zeros(cache.n_positions, bool)
         for p in _as_list(positions, "positions"):
-            keep[index_of(p, names, "position")] = True
+            keep[cache.position_index(p)] = True
         allowed &= keep[:, None]
     if exit_types is not None:
-        names = tuple(cache.exit_types)
-        keep = np.zeros(len(names), bool)
+        keep = np.zeros(cache.n_types, bool)
         for k in _as_list(exit_types, "exit_types"):
-            keep[index_of(k, names, "exit type")] = True
+            keep[cache.exit_type_index(k)] = True
         allowed &= keep[None, :]
     return allowed
 
@@ -218,7 +216,7 @@ def _baseline_types(cache, allowed, baseline_type):
     if isinstance(baseline_type, str) and baseline_type == "best":
         types = [k for k in range(K) if allowed[:, k].any()]
     else:
-        k = index_of(baseline_type, tuple(cache.exit_types), "exit type")
+        k = cache.exit_type_index(baseline_type)
         if not allowed[:, k].any():
             raise ValueError(f"baseline exit type {cache.exit_types[k]!r} is not available at any allowed position")
         types = [k]

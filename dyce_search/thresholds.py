@@ -123,20 +123,6 @@ def _contiguous(a, dtype, shape, name):
     return np.ascontiguousarray(a)
 
 
-def index_of(value, names, what) -> int:
-    """Index of ``value`` (an index or a name in ``names``); ValueError naming ``what`` otherwise."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        i = int(value)
-        if not 0 <= i < len(names):
-            raise ValueError(f"{what} index {i} out of range (there are {len(names)})")
-        return i
-    if isinstance(value, str):
-        if value not in names:
-            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(names)}")
-        return names.index(value)
-    raise ValueError(f"{what} must be an index or a name, got {value!r}")
-
-
 class Candidate:
     """Eq. 13 at one position of a fixed configuration, for any exit type and threshold.
 
@@ -239,8 +225,8 @@ def minimize_threshold(cache, config, position, exit_type, lam, method="exact", 
     lam = check_lambda(lam)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    p = index_of(position, tuple(cache.positions), "position")
-    k = index_of(exit_type, tuple(cache.exit_types), "exit type")
+    p = cache.position_index(position)
+    k = cache.exit_type_index(exit_type)
     if not bool(np.asarray(cache.available)[p, k]):
         raise ValueError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
     config = as_config(cache, config)

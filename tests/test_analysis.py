@@ -100,7 +100,7 @@ def test_threshold_curve_defaults_to_largest_exit_and_checks_input():
     assert curves.threshold_curve(cache, position="layer2").attrs["exit_type"] == "mlp-a"  # the only one there
     with pytest.raises(CacheError, match="not available"):
         curves.threshold_curve(cache, position=1, exit_type="mlp-b")
-    with pytest.raises(CacheError, match="no position named"):
+    with pytest.raises(CacheError, match="unknown position 'layer9'"):
         curves.threshold_curve(cache, position="layer9")
     with pytest.raises(CacheError, match="out of range"):
         curves.threshold_curve(cache, position=2)

@@ -120,7 +120,7 @@ def test_cli_several_backbones_share_fig4_and_table(cache_files, tmp_path):
         (["{cal}", "--test", "{test}", "{test}"], "2 --test caches for 1"),
         (["{missing}"], "no such file"),
         (["{cal}", "--lambdas", "0:2:0.1"], "--lambdas"),
-        (["{cal}", "--fig3-position", "layer9.9"], "no position named"),
+        (["{cal}", "--fig3-position", "layer9.9"], "unknown position"),
         (["{cal}", "--compare-on", "3"], "compare_on"),
         (["{cal}", "--bogus"], "unrecognized arguments"),
         (["--synthetic", "resnet7"], "resnet7"),
