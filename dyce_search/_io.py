@@ -49,3 +49,17 @@ def write_bytes_atomic(path, data: bytes) -> None:
 def write_text_atomic(path, text: str) -> None:
     """UTF-8 text version of :func:`write_bytes_atomic`."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_header(doc, fmt: str, version: int, source, error: type[Exception]) -> None:
+    """Raise ``error`` unless ``doc`` is a JSON object of format ``fmt`` and version ``version``.
+
+    Shared by every JSON document the package reads (results, cost profiles);
+    ``source`` (a path or a description) starts each message.
+    """
+    if not isinstance(doc, dict):
+        raise error(f"{source}: expected a JSON object at the top level, got {type(doc).__name__}")
+    if doc.get("format") != fmt:
+        raise error(f"{source}: field 'format' must be {fmt!r}, got {doc.get('format')!r}")
+    if doc.get("version") != version:
+        raise error(f"{source}: unsupported 'version' {doc.get('version')!r} (this reader knows {version})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._io import write_text_atomic
+from ._io import check_header, write_text_atomic
 from .errors import CostError
 
 FORMAT = "dyce-costs"
@@ -207,12 +207,7 @@ class Costs:
     @classmethod
     def from_dict(cls, doc: dict, source: str = "costs") -> "Costs":
         """Inverse of :meth:`to_dict`; ``source`` names the origin in error messages."""
-        if not isinstance(doc, dict):
-            raise CostError(f"{source}: expected a JSON object, got {type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise CostError(f"{source}: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
-        if doc.get("version") != VERSION:
-            raise CostError(f"{source}: unsupported 'version' {doc.get('version')!r} (this reader knows {VERSION})")
+        check_header(doc, FORMAT, VERSION, source, CostError)
         for key in ("unit", "segment", "exit"):
             if key not in doc:
                 raise CostError(f"{source}: missing field {key!r}")

@@ -16,7 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
-from ._io import write_bytes_atomic, write_text_atomic
+from ._io import check_header, write_bytes_atomic, write_text_atomic
 from .config import Config
 from .costs import Costs
 from .errors import CostError, ResultError
@@ -492,12 +492,7 @@ def load_result(path) -> SearchResult:
 
 
 def _check_header(doc, path) -> dict:
-    if not isinstance(doc, dict):
-        raise ResultError(f"{path}: expected a JSON object at the top level, got {type(doc).__name__}")
-    if doc.get("format") != FORMAT:
-        raise ResultError(f"{path}: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
-    if doc.get("version") != VERSION:
-        raise ResultError(f"{path}: unsupported 'version' {doc.get('version')!r} (this reader knows {VERSION})")
+    check_header(doc, FORMAT, VERSION, path, ResultError)
     md = doc.get("metadata")
     if not isinstance(md, dict):
         raise ResultError(f"{path}: field 'metadata' must be an object")
