@@ -60,14 +60,10 @@ def largest_exit_type(cache, position: int) -> int:
 
 
 def head_accuracy(cache) -> float:
-    """A_ori as the searches define it (Eq. 10): 1.0 when any label is unknown.
+    """A_ori as the searches define it (Eq. 10): :func:`dyce_search.objective.head_accuracy`."""
+    from dyce_search.objective import head_accuracy as a_ori
 
-    Unlike ``ExitCache.head_accuracy``, which scores the labelled samples
-    only, this follows :func:`dyce_search.objective.reference_labels`, so it
-    matches the ``accuracy`` / ``rel_accuracy`` columns of search results.
-    """
-    truth, _ = _truth(cache)
-    return float(np.mean(cache.final_pred == truth))
+    return a_ori(cache)
 
 
 def base_accuracy(result) -> float:
@@ -158,7 +154,7 @@ def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.Da
         exit_type_index=k,
         labels_known=labels_known,
         n_samples=int(conf.shape[0]),
-        base_accuracy=float(np.mean(cache.final_pred == truth)),
+        base_accuracy=head_accuracy(cache),
         backbone=cache.metadata.get("backbone"),
     )
     return frame

@@ -45,6 +45,11 @@ def _finish(ax, title=None, legend=True) -> None:
         ax.legend(fontsize="small", framealpha=0.9)
 
 
+# A configuration offers its accuracy at every budget at or above its cost, so a
+# front is a staircase; straight lines between sparse points would show
+# trade-offs no single configuration reaches.
+FRONT_STYLE = dict(drawstyle="steps-post", marker="o", markersize=3, linewidth=1.4)
+
 # The original model is a star at 100 % MACs in every trade-off figure.
 _ORIGINAL_STYLE = dict(marker="*", markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
 
@@ -200,7 +205,7 @@ class TradeoffDisplay:
         self.lines_, self.originals_ = {}, {}
         base = self.frame.attrs.get("base_accuracy", {})
         scale, unit = mac_scale(max((v for v in self.total_macs.values() if v), default=1))
-        style = dict(marker="o", markersize=3, linewidth=1.4)
+        style = dict(FRONT_STYLE)
         style.update(kwargs)
         for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
             color = f"C{i % 10}"
@@ -246,24 +251,17 @@ class MethodComparisonDisplay:
         return cls(frame, title)
 
     @classmethod
-    def from_cache(cls, cache, lambdas, iterative=True, pareto=True, title=None, **options):
-        """Run single-pass, (optionally) iterative and the same-threshold baseline on ``cache``.
+    def from_cache(cls, cache, lambdas, iterative=True, threshold="exact", pareto=True, title=None, **options):
+        """Run every method of :data:`dyce_search.METHODS` on ``cache`` (:func:`analysis.searches.method_curves`).
 
-        The baseline uses the single best exit type
-        (:func:`analysis.searches.single_type_baseline`).
-
-        ``options`` go to every :func:`dyce_search.run` call.
+        The descent is drawn as its dense front, the baseline with its single
+        best exit type; ``iterative=False`` leaves out Algorithm 2 (slow on big
+        caches). ``options`` go to every search.
         """
-        from dyce_search import run
+        from .searches import method_curves
 
-        from .searches import single_type_baseline
-
-        results = {}
-        if iterative:
-            results["iterative"] = run(cache, lambdas, method="iterative", **options)
-        results["single-pass"] = run(cache, lambdas, method="single_pass", **options)
-        baseline, type_name = single_type_baseline(cache, lambdas, **options)
-        results[f"baseline: same t, {type_name}"] = baseline
+        results = method_curves(cache, lambdas, threshold=threshold, skip=() if iterative else ("iterative",),
+                                **options)
         if title is None:
             title = f"{model_label(cache.metadata)}: search methods"
         return cls.from_results(results, pareto=pareto, title=title)
@@ -276,7 +274,7 @@ class MethodComparisonDisplay:
         base = self.frame.attrs.get("base_accuracy", {})
         markers = "osD^v<>"
         for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
-            style = dict(marker=markers[i % len(markers)], markersize=3, linewidth=1.4, color=f"C{i % 10}")
+            style = dict(FRONT_STYLE, marker=markers[i % len(markers)], color=f"C{i % 10}")
             style.update(kwargs)
             label = f"{name} (search {format_seconds(seconds.get(name, np.nan))})"
             (self.lines_[name],) = ax.plot(f["rel_macs"], f["accuracy"], label=label, **style)
@@ -325,15 +323,15 @@ class EnsembleDisplay:
 
     @classmethod
     def from_cache(cls, cache, lambdas, disabled=3, title=None, **options):
-        """Search the ensemble (single-pass) and, if ``disabled`` > 0, the same with the first
-        ``disabled`` positions switched off; ``options`` go to :func:`dyce_search.run`."""
-        from dyce_search import run
+        """The dense front of the ensemble (:func:`dyce_search.front`) and, if ``disabled`` > 0, the front
+        with the first ``disabled`` positions switched off; ``options`` go to :func:`dyce_search.front`."""
+        from dyce_search import front
 
-        results = {"ensemble (all positions)": run(cache, lambdas, method="single_pass", **options)}
+        results = {"ensemble (all positions)": front(cache, lambdas=lambdas, **options)}
         if 0 < disabled < cache.n_positions:
             positions = list(range(disabled, cache.n_positions))
-            results[f"ensemble, first {disabled} positions disabled"] = run(
-                cache, lambdas, method="single_pass", positions=positions, **options
+            results[f"ensemble, first {disabled} positions disabled"] = front(
+                cache, lambdas=lambdas, positions=positions, **options
             )
         return cls.from_results(cache, results, title=title)
 
@@ -356,7 +354,7 @@ class EnsembleDisplay:
         colours = ["#7b2d8e", "#8c564b", "#2ca02c", "#d62728"]
         for i, name in enumerate(searched):
             g = f[f["series"] == name]
-            style = dict(linewidth=2.0, color=colours[i % len(colours)], marker="o", markersize=2.5)
+            style = dict(FRONT_STYLE, linewidth=2.0, color=colours[i % len(colours)], markersize=2.5)
             style.update(kwargs)
             (self.lines_[name],) = ax.plot(g["rel_macs"], g["accuracy"], label=name, **style)
         self.original_ = _original_marker(ax, [1.0], self.base_accuracy, label="original model")

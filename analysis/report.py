@@ -1,11 +1,12 @@
 """The report pipeline: searches, the paper's figures and Table II, and an index page.
 
-:func:`build_report` runs the searches each figure needs (single-pass on every
-cache, the first-positions-disabled ablation for Fig. 6, iterative and the
-same-threshold baseline on one cache for Fig. 5), draws every figure as PNG and
-PDF, writes each figure's data and Table II as CSV / Markdown, saves the
-search results as JSON and links everything from ``README.md``. Every file is
-written atomically.
+:func:`build_report` runs the searches each figure needs (the dense front of
+:func:`dyce_search.front` on every cache, :func:`dyce_search.cheapest` for
+Table II, the first-positions-disabled front for Fig. 6, every method of
+:data:`dyce_search.METHODS` on one cache for Fig. 5), draws every figure as
+PNG and PDF, writes each figure's data and Table II as CSV / Markdown, saves
+the search results as JSON and links everything from ``README.md``. Every
+file is written atomically.
 
 Layout of the output folder::
 
@@ -14,7 +15,7 @@ Layout of the output folder::
     data/<figure>-<slug>.csv        the numbers behind each figure
     tables/table2[-<task>].{csv,md} Table II (text cells, "not reached")
     tables/table2-long[-<task>].csv Table II with lambda/accuracy of each choice
-    results/<slug>-<method>.json    search results (dyce_search.load_result)
+    results/<slug>-<search>.json    search results (dyce_search.load_result)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 from dyce_search import CacheError
 
 from . import curves, tables
-from .searches import single_type_baseline
+from .searches import method_curves
 from .displays import (
     EnsembleDisplay,
     ExitDistributionDisplay,
@@ -46,6 +47,8 @@ from .displays import (
 
 #: The paper's lambda grid: 0, 0.01, ..., 1 (Sec. VI-C).
 PAPER_LAMBDAS = np.round(np.linspace(0.0, 1.0, 101), 10)
+#: Seeding grid of Table II's cheapest() next to the front's configurations.
+TABLE_II_LAMBDAS = np.round(np.linspace(0.0, 1.0, 21), 10)
 PNG_DPI = 200
 
 
@@ -71,7 +74,7 @@ class ReportOptions:
     lambdas : array of float
         lambda values of every search (Eq. 12).
     iterative : bool
-        Run the iterative search (Algorithm 2) for Fig. 5.
+        Run the iterative search (Algorithm 2) for Fig. 5 (slow on big caches).
     compare_on : int
         Index of the cache Fig. 5 compares the search methods on.
     threshold_position, threshold_exit_type
@@ -80,9 +83,11 @@ class ReportOptions:
         Fig. 6 ablation: number of leading positions switched off (0 = none).
     levels : tuple of float
         Table II accuracy-drop levels.
-    threshold, objective : str
-        Passed to :func:`dyce_search.run` (``"exact"``/``"bounded"``,
-        ``"paper"``/``"normalized"``).
+    threshold : str
+        Threshold minimiser of the paper's methods in Fig. 5 (``"exact"`` or
+        ``"bounded"``); fronts and Table II are always exact.
+    objective : str
+        Objective scale of every search (``"paper"``/``"normalized"``).
     progress : bool
         Show a progress bar.
     """
@@ -299,22 +304,22 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     for n in named:
         groups.setdefault(task_key(n.cache), []).append(n)
     n_steps = (
-        4 * len(named)  # search, Fig. 3, Fig. 6 (with its ablation search), exit distribution
+        5 * len(named)  # front, Table II search, Fig. 3, Fig. 6 (with its ablation front), exit distribution
         + sum(t is not None for t in tests)
         + 2 * len(groups)  # Fig. 4, Table II
-        + 2 + int(options.iterative)  # Fig. 5: baseline (+ iterative) search, plot
+        + 2  # Fig. 5: the paper's methods, plot
     )
     output = _Output(Path(out))
     output.out.mkdir(parents=True, exist_ok=True)
     step = _Steps(n_steps, options.progress)
     try:
-        results = _single_pass_searches(named, options, output, step)
+        results, targets = _searches(named, options, output, step)
         _fig3(named, options, output, step)
-        _fig4_and_table_ii(groups, results, options, output, step)
+        _fig4_and_table_ii(groups, results, targets, options.levels, output, step)
         methods = _fig5(named[options.compare_on], results, options, output, step)
         _fig6(named, results, options, output, step)
         _generalisation(named, tests, results, output, step)
-        _exit_distribution(named, results, options, output, step)
+        _exit_distribution(named, targets, options, output, step)
     finally:
         step.close()
     index = _write_text(
@@ -325,25 +330,34 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
 
 
 def _run_options(options: ReportOptions) -> dict:
-    return dict(threshold=options.threshold, objective=options.objective, progress=False)
+    return dict(objective=options.objective, progress=False)
 
 
-def _single_pass_searches(named, options, output, step) -> dict:
-    """Algorithm 3 on every cache; Figs. 4 and 6, Table II and the distributions reuse these."""
-    from dyce_search import run
+def _searches(named, options, output, step) -> tuple[dict, dict]:
+    """The dense front of every cache (Figs. 4, 6, generalisation) and Table II by :func:`dyce_search.cheapest`."""
+    from dyce_search import METHODS, cheapest, front, run
 
-    # Compile (or load from numba's cache) every search kernel with one lambda first,
+    # Compile (or load from numba's cache) every kernel on a few lambdas first,
     # so the search times the report quotes are the searches', not the compiler's.
-    for method in ("single_pass", "iterative", "baseline"):
-        run(named[0].cache, [0.5], method=method, **_run_options(options))
+    warm = named[0].cache
+    for name, method in METHODS.items():
+        run(warm, [0.5], method=name, threshold=method.thresholds[-1], **_run_options(options))
+    cheapest(warm, [0.05], lambdas=[0.0, 1.0], **_run_options(options))
 
-    results = {}
+    results, targets = {}, {}
     for n in named:
-        step(f"single-pass search: {n.name}")
-        results[n.name] = run(n.cache, options.lambdas, method="single_pass", **_run_options(options))
-        output.result(results[n.name], f"{n.slug}-single_pass")
+        step(f"front: {n.name}")
+        results[n.name] = front(n.cache, lambdas=options.lambdas, **_run_options(options))
+        output.result(results[n.name], f"{n.slug}-front")
         step.done()
-    return results
+        step(f"Table II search: {n.name}")
+        # the front already holds every non-dominated configuration of the fine sweep: a
+        # coarse seeding grid (for the bisection brackets) is enough next to it
+        targets[n.name] = cheapest(n.cache, options.levels, lambdas=TABLE_II_LAMBDAS, starts=results[n.name],
+                                   **_run_options(options))
+        output.result(targets[n.name], f"{n.slug}-table2")
+        step.done()
+    return results, targets
 
 
 def _fig3(named, options, output, step) -> None:
@@ -356,7 +370,7 @@ def _fig3(named, options, output, step) -> None:
         step.done()
 
 
-def _fig4_and_table_ii(groups, results, options, output, step) -> None:
+def _fig4_and_table_ii(groups, results, targets, levels, output, step) -> None:
     """One Fig. 4 and one Table II per task: accuracies of different tasks do not compare."""
     import matplotlib.pyplot as plt
 
@@ -382,7 +396,7 @@ def _fig4_and_table_ii(groups, results, options, output, step) -> None:
         step.done()
 
         step(f"Table II: {task}")
-        long = tables.table_ii(group, options.levels)
+        long = tables.table_ii({n.name: targets[n.name] for n in members}, levels)
         wide = tables.table_ii_wide(long)
         md = tables.to_markdown(wide)
         paths = [
@@ -395,20 +409,19 @@ def _fig4_and_table_ii(groups, results, options, output, step) -> None:
 
 
 def _fig5(compare, results, options, output, step) -> dict:
-    """Search methods on one cache; returns label -> SearchResult."""
-    from dyce_search import run
+    """Every search method on one cache; returns label -> SearchResult."""
+    from dyce_search import METHODS
 
-    methods = {}
-    if options.iterative:
-        step(f"iterative search: {compare.name}")
-        methods["iterative"] = run(compare.cache, options.lambdas, method="iterative", **_run_options(options))
-        output.result(methods["iterative"], f"{compare.slug}-iterative")
-        step.done()
-    methods["single-pass"] = results[compare.name]
-    step(f"baseline search: {compare.name}")
-    baseline, type_name = single_type_baseline(compare.cache, options.lambdas, **_run_options(options))
-    output.result(baseline, f"{compare.slug}-baseline")
-    methods[f"baseline: same t, {type_name}"] = baseline
+    step(f"Fig. 5 searches: {compare.name}")
+    descent = results[compare.name]
+    methods = method_curves(
+        compare.cache, options.lambdas, threshold=options.threshold,
+        skip=() if options.iterative else ("iterative",),
+        given={"descent": (f"{METHODS['descent'].label} (front)", descent)}, **_run_options(options),
+    )
+    for label, result in methods.items():
+        if result is not descent:
+            output.result(result, f"{compare.slug}-{slugify(label)}")
     step.done()
     step("Fig. 5")
     d = MethodComparisonDisplay.from_results(methods, title=f"{compare.name}: search methods").plot()
@@ -418,7 +431,7 @@ def _fig5(compare, results, options, output, step) -> dict:
 
 
 def _fig6(named, results, options, output, step) -> None:
-    from dyce_search import run
+    from dyce_search import front
 
     k = options.disabled
     for n in named:
@@ -426,8 +439,8 @@ def _fig6(named, results, options, output, step) -> None:
         searched = {"ensemble (all positions)": results[n.name]}
         note = ""
         if 0 < k < n.cache.n_positions:
-            searched[f"ensemble, first {k} positions disabled"] = run(
-                n.cache, options.lambdas, method="single_pass", positions=list(range(k, n.cache.n_positions)),
+            searched[f"ensemble, first {k} positions disabled"] = front(
+                n.cache, lambdas=options.lambdas, positions=list(range(k, n.cache.n_positions)),
                 **_run_options(options),
             )
         elif k:
@@ -448,10 +461,10 @@ def _generalisation(named, tests, results, output, step) -> None:
         step.done()
 
 
-def _exit_distribution(named, results, options, output, step) -> None:
+def _exit_distribution(named, targets, options, output, step) -> None:
     for n in named:
         step(f"exit distribution: {n.name}")
-        d = ExitDistributionDisplay.from_result(results[n.name], n.cache, levels=options.levels,
+        d = ExitDistributionDisplay.from_result(targets[n.name], n.cache, levels=options.levels,
                                                 title=f"{n.name}: where samples exit").plot()
         output.figure("distribution", n.name, f"exit-distribution-{n.slug}", d)
         step.done()
@@ -473,29 +486,32 @@ _SECTION_TEXT = {
     ),
     "fig4": (
         "Fig. 4: accuracy vs relative MACs",
-        "Pareto front of the single-pass search over all lambdas, one curve per backbone; "
-        "stars are the original models (100% MACs). Accuracy is absolute so backbones compare.",
+        "Dense non-dominated front of each backbone (`dyce_search.front`: the descent over all "
+        "lambdas merged with the cheapest configuration for every accuracy level it met); stars are "
+        "the original models (100% MACs). Accuracy is absolute so backbones compare. A configuration "
+        "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps.",
     ),
     "fig5": (
         "Fig. 5: search methods",
-        "Iterative (Algorithm 2) vs single-pass (Algorithm 3) vs the baseline that uses one exit "
-        "type everywhere with one shared threshold (the best type); legends give each search's "
-        "total time for all lambdas.",
+        "Every search method on one cache: the descent's dense front, the paper's iterative "
+        "(Algorithm 2) and single-pass (Algorithm 3) searches, and the baseline that uses one exit "
+        "type everywhere with one shared threshold (the best type), each the Pareto front of its "
+        "lambda sweep, drawn as steps; legends give each search's total time.",
     ),
     "fig6": (
         "Fig. 6: ensemble vs standalone exits",
         "Each dot is one exit used alone with threshold 0 (every sample leaves there), dashed "
-        "lines join the positions of one exit type; solid lines are searched ensembles, with "
-        "and without the first positions.",
+        "lines join the positions of one exit type; solid lines are the dense fronts of searched "
+        "ensembles, with and without the first positions.",
     ),
     "generalisation": (
         "Generalisation: calibration vs test",
-        "Configurations on the calibration Pareto front, evaluated unchanged on the test split.",
+        "Configurations on the calibration split's dense front, evaluated unchanged on the test split.",
     ),
     "distribution": (
         "Exit distribution",
         "Fraction of samples leaving at each position (last: the original head) for the "
-        "configurations Table II selects.",
+        "configurations Table II reports.",
     ),
 }
 
@@ -507,12 +523,14 @@ def _index(output, named, tests, options, results, methods) -> str:
         "# DyCE analysis report",
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python -m analysis`.",
-        f"Searches: {lam.size} lambda values in [{lam.min():g}, {lam.max():g}], threshold minimisation "
-        f"`{options.threshold}`, objective `{options.objective}` (Eq. 12).",
+        f"Searches: {lam.size} lambda values in [{lam.min():g}, {lam.max():g}], objective "
+        f"`{options.objective}` (Eq. 12). Fronts and Table II: exact descent (`dyce_search.front`, "
+        f"`dyce_search.cheapest`); the paper's methods in Fig. 5: threshold minimisation `{options.threshold}`. "
+        "Every figure and table is measured on the split the search ran on (in-sample) unless it says test.",
         "",
         "## Inputs",
         "",
-        "| model | source | dataset | split | samples | classes | early positions | exit types | original accuracy | single-pass search |",
+        "| model | source | dataset | split | samples | classes | early positions | exit types | original accuracy | front search |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, (test, test_source) in zip(named, tests):
@@ -538,8 +556,9 @@ def _index(output, named, tests, options, results, methods) -> str:
         "",
         "## Table II: required MACs for a given accuracy drop",
         "",
-        f"Smallest relative MACs among the searched configurations whose accuracy drop relative to the "
-        f"original model (1 - A, Eq. 10) is at most {levels}. \"{tables.NOT_REACHED}\" means no "
+        f"Relative MACs of the cheapest configuration whose accuracy drop relative to the original model "
+        f"(1 - A, Eq. 10) is at most {levels}, found by `dyce_search.cheapest` (constrained exact descent, "
+        f"started from the front's configurations) on the search split. \"{tables.NOT_REACHED}\" means no "
         "configuration keeps the accuracy within that level.",
         "",
     ]

@@ -45,3 +45,68 @@ def single_type_baseline(cache, lambdas, **options):
     _, result, name = best
     metadata = {**result.metadata, "search_seconds": total, "baseline_choice": "lowest sum of f over lambdas"}
     return SearchResult(result.table, result.configs, metadata), name
+
+
+def _sweep(cache, lambdas, method, threshold, options):
+    from dyce_search import METHODS, run
+
+    return METHODS[method].label, run(cache, lambdas, method=method, threshold=threshold, **options)
+
+
+def _front(cache, lambdas, method, threshold, options):
+    from dyce_search import METHODS, front
+
+    return f"{METHODS[method].label} (front)", front(cache, lambdas=lambdas, **options)
+
+
+def _one_type_baseline(cache, lambdas, method, threshold, options):
+    from dyce_search import METHODS
+
+    result, type_name = single_type_baseline(cache, lambdas, threshold=threshold, **options)
+    return f"{METHODS[method].label}: same t, {type_name}", result
+
+
+#: How Fig. 5 draws a method, by name in :data:`dyce_search.METHODS`; any other
+#: method is drawn as its plain lambda sweep (:func:`_sweep`).
+FIG5_CURVES = {"descent": _front, "baseline": _one_type_baseline}
+
+
+def method_curves(cache, lambdas, threshold="exact", skip=(), given=None, **options):
+    """One searched curve per method of :data:`dyce_search.METHODS` (paper Fig. 5), in table order.
+
+    The descent is drawn as its dense front (:func:`dyce_search.front`), the
+    baseline with the single best exit type (:func:`single_type_baseline`),
+    every other method as its lambda sweep.
+
+    Parameters
+    ----------
+    cache : ExitCache
+    lambdas : array-like of float
+    threshold : {"exact", "bounded"}
+        Threshold minimiser of the methods that offer both (the descent is exact).
+    skip : iterable of str
+        Method names to leave out (e.g. ``("iterative",)``, slow on big caches).
+    given : dict, optional
+        method name -> (label, SearchResult) already computed (e.g. the front).
+    **options
+        Passed to every search (objective, costs, positions, progress, ...).
+
+    Returns
+    -------
+    dict
+        label -> SearchResult, in the table's order.
+    """
+    from dyce_search import METHODS
+
+    given = dict(given or {})
+    curves = {}
+    for name, method in METHODS.items():
+        if name in skip:
+            continue
+        if name in given:
+            label, result = given[name]
+        else:
+            use = threshold if threshold in method.thresholds else "exact"
+            label, result = FIG5_CURVES.get(name, _sweep)(cache, lambdas, name, use, options)
+        curves[label] = result
+    return curves

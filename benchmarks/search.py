@@ -5,11 +5,12 @@
                                 [--samples 50000] [--threads 2]
 
 For each backbone (``dyce_search.synthetic.make_cache``, 50,000 samples) and
-each method (single-pass, iterative, baseline) it runs the search over an
-evenly spaced lambda grid with exact threshold minimisation, and over a few
-of those lambdas (``--bounded-lambdas``, it is slow; the bounded iterative
-search only on ``--iterative-bounded-lambdas`` of them) with the paper's
-bounded minimisation. Numba compilation is done first on a tiny cache and excluded.
+each method (descent, single-pass, iterative, baseline) it runs the search
+over an evenly spaced lambda grid with exact threshold minimisation, and over
+a few of those lambdas (``--bounded-lambdas``; the bounded iterative search
+only on ``--iterative-bounded-lambdas`` of them) with the paper's bounded
+minimisation. Numba compilation is done first on a tiny cache and excluded.
+``benchmarks/search_quality.py`` compares the methods' results.
 
 Columns: ``seconds`` wall time of the whole ``run`` call (presort and
 evaluation included), ``cpu s`` CPU time of all threads over that call (on a
@@ -87,25 +88,32 @@ def bench_minimisation(backbone, n_samples, lam=0.7, stride=4):
     (the public ``minimize_threshold``), exact on the presorted column (what
     a search does per candidate) and bounded.
     """
-    from dyce_search.thresholds import Candidate, Prepared
+    from dyce_search._kernels.search import presort
+    from dyce_search._kernels.thresholds import scan_thresholds
+    from dyce_search.problem import Problem
+    from dyce_search.thresholds import Candidate
 
     cache = make_cache(backbone, n_samples=n_samples)
-    prep = Prepared(cache)
-    config = run(cache, [lam], progress=False).configs[0]
-    state = prep.state(config.exit_types, config.thresholds)
-    P, K, M = prep.shape
-    from dyce_search._kernels.search import presort
+    prob = Problem(cache)
+    config = run(cache, [lam], method="single_pass", progress=False).configs[0]
+    state = prob.state(config.exit_types, config.thresholds)
+    P, K, M = prob.shape
+    keys, n_valid = presort(prob.conf, prob.pred, prob.truth, prob.available)
 
-    keys, n_valid = presort(prep.conf, prep.pred, prep.truth, prep.available)
+    def presorted(cand, k):
+        return scan_thresholds(keys[cand.p, k], n_valid[cand.p, k], cand.code, cand.saved, cand.n_reach,
+                               cand.n_correct0, cand.cost_sum0 + cand.n_reach * prob.exit_q[cand.p, k],
+                               *cand.coefs)[::-1]
+
     methods = {
         "exact (sort + scan)": lambda cand, k: cand.exact(k),
-        "exact (presorted, as in searches)": lambda cand, k: cand.exact(k, keys[cand.p, k], n_valid[cand.p, k]),
-        "bounded": lambda cand, k: cand.bounded(k),
+        "exact (presorted, as in searches)": presorted,
+        "bounded (scipy's iterates, numba)": lambda cand, k: cand.bounded(k),
     }
     found = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for p in range(0, P, stride):
-        cand = Candidate(prep, state, config.exit_types, p, lam)
+        cand = Candidate(prob, state, config.exit_types, p, lam)
         if cand.n_reach == 0:
             continue  # nothing to minimise: no sample reaches p
         for k in range(K):
@@ -131,10 +139,12 @@ def bench_minimisation(backbone, n_samples, lam=0.7, stride=4):
 
 
 def warm_up():
+    from dyce_search import METHODS
+
     tiny = make_cache("resnet18", n_samples=200, n_classes=10)
-    for method in ("single_pass", "iterative", "baseline"):
-        for threshold in ("exact", "bounded"):
-            run(tiny, [0.5], method=method, threshold=threshold, max_rounds=2, progress=False)
+    for name, method in METHODS.items():
+        for threshold in method.thresholds:
+            run(tiny, [0.5], method=name, threshold=threshold, max_rounds=2, progress=False)
 
 
 def bench_backbone(backbone, n_samples, lambdas, bounded_lambdas, iterative_bounded, threads):
@@ -144,7 +154,7 @@ def bench_backbone(backbone, n_samples, lambdas, bounded_lambdas, iterative_boun
     shape = f"{backbone} {M}x{P}x{K}"
     rows = []
     exact_f = {}
-    for method in ("single_pass", "iterative", "baseline"):
+    for method in ("descent", "single_pass", "iterative", "baseline"):
         numba.set_num_threads(threads)
         result, seconds, peak = measured(lambda: run(cache, lambdas, method=method, progress=None))
         exact_f[method] = dict(zip(result.table["lambda"], result.table["f"]))
@@ -154,7 +164,7 @@ def bench_backbone(backbone, n_samples, lambdas, bounded_lambdas, iterative_boun
         rows.append(row(shape, method, "exact", lambdas, seconds, result, threads, same(result, again), peak, size))
         print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     for method in ("single_pass", "iterative", "baseline"):
-        # bounded iterative is the slowest by far (minutes per lambda on ResNet-152): fewer lambdas
+        # bounded iterative is the slowest by far: fewer lambdas
         lams = bounded_lambdas[len(bounded_lambdas) // 2:][:iterative_bounded] if method == "iterative" \
             else bounded_lambdas
         result, seconds, peak = measured(lambda: run(cache, lams, method=method, threshold="bounded", progress=None))

@@ -170,11 +170,14 @@ class ExitCache:
 
     @property
     def head_accuracy(self) -> float:
-        """A_ori: accuracy of the original head over the samples with a known label (NaN if none)."""
-        known = self.label >= 0
-        if not known.any():
-            return float("nan")
-        return float(np.mean(self.final_pred[known] == self.label[known]))
+        """A_ori (Eq. 10) exactly as searches and evaluations use it (:func:`dyce_search.objective.head_accuracy`).
+
+        The head's accuracy on the labels when every label is known; when any
+        label is unknown (-1) accuracy is agreement with the head, so 1.0.
+        """
+        from .objective import head_accuracy
+
+        return head_accuracy(self)
 
     def standalone_accuracy(self, against: str = "label") -> np.ndarray:
         """Accuracy of every exit used alone (all samples leave at it), float64 [P, K], NaN where absent.
@@ -255,14 +258,15 @@ class ExitCache:
         where = "/".join(str(v) for v in (md.get("dataset"), md.get("split")) if v is not None)
         n_avail = int(self.available.sum())
         known = int((self.label >= 0).sum())
-        acc = f"head accuracy {100 * self.head_accuracy:.2f}%" if known else "no labels"
+        acc = f"head accuracy {100 * self.head_accuracy:.2f}%" if known == self.n_samples else "no labels"
         parts = [
             f"{self.backbone or 'unknown backbone'}" + (f" on {where}" if where else ""),
             f"{self.n_samples} samples",
             f"{self.n_positions} positions x {self.n_types} exit types"
             + ("" if n_avail == self.available.size else f" ({n_avail} available)"),
             f"{self.num_classes} classes",
-            acc + (f" on {known} labelled" if 0 < known < self.n_samples else ""),
+            acc + (f" ({known} of {self.n_samples} labelled: accuracy is agreement with the head)"
+                   if 0 < known < self.n_samples else ""),
             f"{self.total_macs / 1e9:.3g} GMACs",
         ]
         if self.synthetic:

@@ -1,66 +1,23 @@
-"""``python -m dyce_search CACHE ...``: search exit configurations over a lambda grid.
+"""``python -m dyce_search CACHE ...``: search exit configurations over a lambda grid or for budget targets.
 
-Runs :func:`dyce_search.search.run` on a cache, prints one summary row per
-lambda (and the test-split metrics with ``--test``) and optionally saves the
-:class:`~dyce_search.result.SearchResult`. Bad input prints one line
-``error: ...`` on stderr and exits with status 2.
+Runs :func:`dyce_search.run` on a cache (or :func:`~dyce_search.cheapest`,
+:func:`~dyce_search.most_accurate`, :func:`~dyce_search.front` with
+``--max-drop``, ``--max-cost``, ``--front``), prints one summary row per
+configuration (and the test-split metrics with ``--test``) and optionally
+saves the :class:`~dyce_search.result.SearchResult`. Bad input prints one
+line ``error: ...`` on stderr and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-
-import numpy as np
 
 from .errors import USER_ERRORS, print_cli_error
+from .grid import parse_lambdas, parse_numbers
+from .methods import DEFAULT_METHOD, METHODS
 
-METHODS = ("single_pass", "iterative", "baseline")
 THRESHOLDS = ("exact", "bounded")
 OBJECTIVES = ("paper", "normalized")
-
-
-def parse_lambdas(text: str) -> np.ndarray:
-    """Lambdas from ``START:STOP:STEP`` (inclusive of STOP) or a comma list ``0.1,0.5``.
-
-    Grid values are ``START + i * STEP`` rounded to 12 decimals, so
-    ``0:1:0.01`` gives exactly 0.0, 0.01, ..., 1.0 (101 values).
-
-    Raises
-    ------
-    ValueError
-        For malformed text, a non-positive step, STOP < START, or a value that
-        is NaN or outside [0, 1].
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("--lambdas is empty")
-    try:
-        if ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = (float(p) for p in parts)
-        else:
-            values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--lambdas: cannot parse {text!r}; use START:STOP:STEP (e.g. 0:1:0.01) or a list like 0.1,0.5") from None
-    if ":" in text:
-        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)):
-            raise ValueError(f"--lambdas: {text!r} has a non-finite number")
-        if step <= 0:
-            raise ValueError(f"--lambdas: step must be > 0, got {step:g}")
-        if stop < start:
-            raise ValueError(f"--lambdas: stop {stop:g} is below start {start:g}")
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
-        if count > 1_000_000:
-            raise ValueError(f"--lambdas: {count} values is too many")
-        values = [round(start + i * step, 12) for i in range(count)]
-    out = np.array(values, dtype=np.float64)
-    bad = ~((out >= 0) & (out <= 1))
-    if bad.any():
-        raise ValueError(f"--lambdas: every lambda must be in [0, 1], got {out[bad][0]:g}")
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,23 +25,44 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dyce_search",
         description=(
             "Search DyCE exit configurations G = {k, t} on an exit cache for a grid of lambda "
-            "(Eq. 12: f = lambda (1 - A) + (1 - lambda) C) and print one summary row per lambda."
+            "(Eq. 12: f = lambda (1 - A) + (1 - lambda) C), or for accuracy-drop / cost targets, and print "
+            "one summary row per configuration."
         ),
         epilog="Errors print one line 'error: ...' on stderr and exit with status 2.",
     )
     parser.add_argument("cache", metavar="CACHE", help="exit cache (Parquet) written by 'python -m extract' or make_cache")
     parser.add_argument(
         "--method",
-        choices=METHODS,
-        default="single_pass",
-        help="search algorithm: single_pass (Algorithm 3), iterative (Algorithm 2) or baseline "
-        "(one exit type at every position with one shared threshold, paper Fig. 5); default: %(default)s",
+        choices=tuple(METHODS),
+        default=None,
+        help="search algorithm (default: %s): " % DEFAULT_METHOD
+        + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
     parser.add_argument(
         "--lambdas",
-        default="0:1:0.01",
+        default=None,
         help="lambda values: START:STOP:STEP (STOP included) or a comma list like 0.1,0.5; "
-        "each in [0, 1]; default: %(default)s",
+        "each in [0, 1]; with --max-drop / --max-cost / --front the grid of the seeding sweep; "
+        "default: 0:1:0.01",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--max-drop",
+        metavar="D[,D...]",
+        help="instead of one configuration per lambda: the cheapest configuration whose accuracy drop 1 - A "
+        "(Eq. 10) is at most each D (e.g. 0.05,0.02,0.005 for Table II), by descent and Lagrangian bisection",
+    )
+    target.add_argument(
+        "--max-cost",
+        metavar="C[,C...]",
+        help="instead of one configuration per lambda: the most accurate configuration whose relative cost C "
+        "(Eq. 11) is at most each value (e.g. 0.5 for half the MACs)",
+    )
+    target.add_argument(
+        "--front",
+        action="store_true",
+        help="a dense non-dominated accuracy/cost front: the lambda sweep merged with the cheapest "
+        "configuration for 50 accuracy drops",
     )
     parser.add_argument(
         "--threshold",
@@ -128,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary_table(result, test_table=None):
-    """The printed summary: lambda, rel_macs, rel_accuracy, accuracy, #exits, seconds (+ test columns)."""
+    """The printed summary: lambda (or target), rel_macs, rel_accuracy, accuracy, #exits, seconds (+ test columns)."""
     import pandas as pd
 
     table = result.table
+    first = {"target": table["target"]} if "target" in table and table["lambda"].isna().all() else {}
     out = pd.DataFrame(
         {
+            **first,
             "lambda": table["lambda"],
             "rel_macs": table["rel_macs"],
             "rel_accuracy": table["rel_accuracy"],
@@ -163,7 +143,17 @@ def _run(args) -> int:
     from .cache import ExitCache
     from .costs import Costs
 
-    lambdas = parse_lambdas(args.lambdas)
+    targets = args.max_drop is not None or args.max_cost is not None or args.front
+    if targets and args.method not in (None, "descent"):
+        raise ValueError("--max-drop, --max-cost and --front search with the descent; drop --method "
+                         f"{args.method}")
+    if targets and args.threshold != "exact":
+        raise ValueError("--max-drop, --max-cost and --front minimise thresholds exactly; drop --threshold bounded")
+    method = args.method or DEFAULT_METHOD
+    lambdas_text = args.lambdas if args.lambdas is not None else "0:1:0.01"
+    lambdas = parse_lambdas(lambdas_text)
+    drops = parse_numbers(args.max_drop, "--max-drop") if args.max_drop is not None else None
+    budgets = parse_numbers(args.max_cost, "--max-cost") if args.max_cost is not None else None
     if args.max_rounds is not None and args.max_rounds < 1:
         raise ValueError(f"--max-rounds must be >= 1, got {args.max_rounds}")
     if args.out is not None and not args.out.lower().endswith((".json", ".parquet")):
@@ -172,19 +162,32 @@ def _run(args) -> int:
     costs = Costs.load(args.costs).check(cache) if args.costs else None
     test_cache = ExitCache.read(args.test) if args.test else None
 
-    from .search import run
+    progress = False if args.quiet else None  # None: a bar when stderr is a terminal
+    common = dict(objective=args.objective, costs=costs, progress=progress)
+    if drops is not None:
+        from .targets import cheapest
 
-    result = run(
-        cache,
-        lambdas,
-        method=args.method,
-        threshold=args.threshold,
-        objective=args.objective,
-        costs=costs,
-        max_rounds=args.max_rounds,
-        baseline_type=int(args.baseline_type) if args.baseline_type.isdigit() else args.baseline_type,
-        progress=False if args.quiet else None,  # None: a bar when stderr is a terminal
-    )
+        result = cheapest(cache, drops, lambdas=lambdas, **common)
+    elif budgets is not None:
+        from .targets import most_accurate
+
+        result = most_accurate(cache, budgets, lambdas=lambdas, **common)
+    elif args.front:
+        from .targets import front
+
+        result = front(cache, lambdas=lambdas, **common)
+    else:
+        from .search import run
+
+        result = run(
+            cache,
+            lambdas,
+            method=method,
+            threshold=args.threshold,
+            max_rounds=args.max_rounds,
+            baseline_type=int(args.baseline_type) if args.baseline_type.isdigit() else args.baseline_type,
+            **common,
+        )
     test_table = result.evaluate(test_cache, costs) if test_cache is not None else None
     if args.out:
         result.save(args.out)

@@ -25,7 +25,7 @@ from ._kernels.metrics import BLOCK, exit_counts, exit_counts_serial, exit_trace
 from .config import Config
 from .costs import Costs
 from .errors import CacheError, ResultError
-from .objective import Objective, check_lambda, reference_labels
+from .objective import Objective, check_lambda, reference
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,9 +195,13 @@ def _checked(array, name, dtype, shape):
 
 
 class _Prepared:
-    """Kernel inputs for one (cache, config, costs): arrays as they are, plus index arrays."""
+    """Kernel inputs for one (cache, config, costs): arrays as they are, plus index arrays.
 
-    def __init__(self, cache, config, costs):
+    With a :class:`~dyce_search.problem.Problem` of the same cache, its
+    reference labels and checked costs are reused instead of recomputed.
+    """
+
+    def __init__(self, cache, config, costs, problem=None):
         config = as_config(cache, config)
         P, K, M = cache.n_positions, cache.n_types, cache.n_samples
         if M < 1:
@@ -205,13 +209,19 @@ class _Prepared:
         self.conf = _checked(cache.conf, "conf", np.float32, (P, K, M))
         self.pred = _checked(cache.pred, "pred", np.int32, (P, K, M))
         self.final_pred = _checked(cache.final_pred, "final_pred", np.int32, (M,))
-        self.truth, self.labels_known = reference_labels(cache)
-        if costs is None:
-            costs = Costs.from_cache(cache)
-        elif not isinstance(costs, Costs):
-            raise TypeError(f"costs must be a dyce_search.Costs or None, got {type(costs).__name__}")
+        if problem is not None and problem.cache is cache and (costs is None or costs is problem.costs):
+            self.reference = problem.reference
+            costs = problem.costs
         else:
-            costs.check(cache)
+            self.reference = reference(cache)
+            if costs is None:
+                costs = Costs.from_cache(cache)
+            elif not isinstance(costs, Costs):
+                raise TypeError(f"costs must be a dyce_search.Costs or None, got {type(costs).__name__}")
+            else:
+                costs.check(cache)
+        self.truth = self.reference.truth
+        self.labels_known = self.reference.labels_known
         self.costs = costs
         self.config = config
         self.positions = np.flatnonzero(config.enabled).astype(np.int64)
@@ -280,7 +290,7 @@ def slot_costs(costs: Costs, positions: np.ndarray, types: np.ndarray) -> np.nda
 # ------------------------------------------------------------------ public
 
 
-def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=None) -> Evaluation:
+def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=None, problem=None) -> Evaluation:
     """Metrics of configuration G = {k, t} on ``cache`` (Eq. 7-12).
 
     Parameters
@@ -295,6 +305,9 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
         Scale of f (Eq. 12), see :class:`~dyce_search.objective.Objective`.
     lam : float in [0, 1], optional
         If given, ``Evaluation.objective`` holds f(k, t, lam).
+    problem : Problem, optional
+        The prepared :class:`~dyce_search.problem.Problem` of ``cache`` (its
+        reference labels and costs are reused; searches pass it).
 
     Returns
     -------
@@ -314,8 +327,8 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
     """
     if lam is not None:
         lam = check_lambda(lam)
-    prep = _Prepared(cache, config, costs)
-    obj = Objective.build(objective, cache, prep.costs)
+    prep = _Prepared(cache, config, costs, problem)
+    obj = Objective.build(objective, cache, prep.costs, prep.reference)
     if obj.n_samples != cache.n_samples or obj.total_cost != prep.costs.total:
         raise ValueError(
             f"the objective was built for {obj.n_samples} samples and total cost {obj.total_cost:g}, "

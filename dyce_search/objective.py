@@ -20,21 +20,65 @@ import numpy as np
 KINDS = ("paper", "normalized")
 
 
-def reference_labels(cache) -> tuple[np.ndarray, bool]:
-    """The class each prediction is compared with (V_n of Eq. 6).
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """What every prediction is compared with, and how good the original head is (A_ori).
 
-    Returns
-    -------
+    The one definition of A_ori in the package: searches, evaluations,
+    results and figures all take it from :func:`reference`.
+
+    Attributes
+    ----------
     truth : int32 [M]
-        ``cache.label`` if every label is known, else ``cache.final_pred``
-        (accuracy becomes agreement with the original head, so A_ori = 1).
+        The cache's labels if every label is known, else the head's own
+        predictions (accuracy then means agreement with the head).
     labels_known : bool
-        Whether ``truth`` holds the ground-truth labels.
+        Whether ``truth`` holds ground-truth labels.
+    head_correct : int8 [M]
+        Whether the head's prediction equals ``truth``.
+    n_head_correct : int
+        sum of ``head_correct``: M A_ori.
+    """
+
+    truth: np.ndarray
+    labels_known: bool
+    head_correct: np.ndarray
+    n_head_correct: int
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.truth.shape[0])
+
+    @property
+    def head_accuracy(self) -> float:
+        """A_ori of Eq. 10 (1.0 when labels are unknown; NaN for an empty cache)."""
+        return self.n_head_correct / self.n_samples if self.n_samples else float("nan")
+
+
+def reference(cache) -> Reference:
+    """The :class:`Reference` of a cache (V_n of Eq. 6 and A_ori of Eq. 10).
+
+    If any label is -1 (unknown), every accuracy is agreement with the head:
+    a partly labelled cache is treated like an unlabelled one, so that A and
+    A_ori always count the same samples.
     """
     label = np.asarray(cache.label)
-    if label.size and (label < 0).any():
-        return np.ascontiguousarray(cache.final_pred, dtype=np.int32), False
-    return np.ascontiguousarray(label, dtype=np.int32), True
+    final = np.asarray(cache.final_pred)
+    labels_known = not (label.size and (label < 0).any())
+    truth = np.ascontiguousarray(label if labels_known else final, dtype=np.int32)
+    head_correct = (final == truth).astype(np.int8)
+    return Reference(truth, labels_known, head_correct, int(np.count_nonzero(head_correct)))
+
+
+def reference_labels(cache) -> tuple[np.ndarray, bool]:
+    """``(truth, labels_known)`` of :func:`reference`."""
+    ref = reference(cache)
+    return ref.truth, ref.labels_known
+
+
+def head_accuracy(cache) -> float:
+    """A_ori (Eq. 10) as every search, evaluation and figure uses it; see :func:`reference`."""
+    return reference(cache).head_accuracy
 
 
 def check_lambda(lam) -> float:
@@ -122,22 +166,25 @@ class Objective:
     # ---------------------------------------------------------- constructors
 
     @classmethod
-    def paper(cls, cache, costs=None) -> "Objective":
-        """Eq. 12 with A of Eq. 10 and C of Eq. 11 (costs default to the cache's MACs)."""
-        truth, known = reference_labels(cache)
+    def paper(cls, cache, costs=None, ref: Reference | None = None) -> "Objective":
+        """Eq. 12 with A of Eq. 10 and C of Eq. 11 (costs default to the cache's MACs).
+
+        ``ref``: the cache's :func:`reference`, if already at hand.
+        """
+        ref = reference(cache) if ref is None else ref
         costs = _costs_for(cache, costs)
         return cls(
             kind="paper",
-            n_samples=int(truth.shape[0]),
-            head_accuracy=_accuracy(cache.final_pred, truth),
+            n_samples=ref.n_samples,
+            head_accuracy=ref.head_accuracy,
             total_cost=costs.total,
-            labels_known=known,
+            labels_known=ref.labels_known,
         )
 
     @classmethod
-    def normalized(cls, cache, costs=None) -> "Objective":
+    def normalized(cls, cache, costs=None, ref: Reference | None = None) -> "Objective":
         """The released code's min-max rescaled accuracy and cost (see class doc)."""
-        truth, known = reference_labels(cache)
+        ref = reference(cache) if ref is None else ref
         costs = _costs_for(cache, costs)
         available = np.asarray(cache.available, bool)
         rows = np.flatnonzero(available.any(axis=1))
@@ -146,27 +193,27 @@ class Objective:
         else:
             p0 = int(rows[0])
             k0 = int(np.flatnonzero(available[p0])[0])
-            a_min = _accuracy(np.asarray(cache.pred)[p0, k0], truth)
+            a_min = float(np.count_nonzero(np.asarray(cache.pred)[p0, k0] == ref.truth)) / max(ref.n_samples, 1)
             c_min = float(costs.segment[: p0 + 1].sum())
         return cls(
             kind="normalized",
-            n_samples=int(truth.shape[0]),
-            head_accuracy=_accuracy(cache.final_pred, truth),
+            n_samples=ref.n_samples,
+            head_accuracy=ref.head_accuracy,
             total_cost=costs.total,
             min_accuracy=a_min,
             min_cost=c_min,
-            labels_known=known,
+            labels_known=ref.labels_known,
         )
 
     @classmethod
-    def build(cls, objective, cache, costs=None) -> "Objective":
+    def build(cls, objective, cache, costs=None, ref: Reference | None = None) -> "Objective":
         """An :class:`Objective` from a kind name (``"paper"``/``"normalized"``) or pass one through."""
         if isinstance(objective, Objective):
             return objective
         if objective == "paper":
-            return cls.paper(cache, costs)
+            return cls.paper(cache, costs, ref)
         if objective == "normalized":
-            return cls.normalized(cache, costs)
+            return cls.normalized(cache, costs, ref)
         raise ValueError(f"objective must be one of {KINDS} or an Objective, got {objective!r}")
 
     # --------------------------------------------------------------- algebra
@@ -211,10 +258,6 @@ class Objective:
         return float(n_correct) / self.n_samples
 
 
-def _accuracy(pred, truth) -> float:
-    return float(np.count_nonzero(np.asarray(pred) == truth)) / max(int(truth.shape[0]), 1)
-
-
 def _costs_for(cache, costs):
     from .costs import Costs
 
@@ -225,4 +268,4 @@ def _costs_for(cache, costs):
     return costs.check(cache)
 
 
-__all__ = ["Objective", "KINDS", "check_lambda", "reference_labels"]
+__all__ = ["Objective", "KINDS", "Reference", "check_lambda", "head_accuracy", "reference", "reference_labels"]

@@ -113,7 +113,7 @@ class SearchResult:
     @classmethod
     def from_configs(
         cls,
-        cache,
+        source,
         configs,
         lambdas,
         *,
@@ -123,16 +123,20 @@ class SearchResult:
         costs: Costs | None = None,
         seconds=None,
         extra: dict | None = None,
+        metadata: dict | None = None,
     ) -> "SearchResult":
-        """Evaluate ``configs`` on ``cache`` and build the result a search returns.
+        """Evaluate ``configs`` and build the result a search returns (every search builds its rows here).
 
         Parameters
         ----------
-        cache : ExitCache
-            The cache the search ran on.
+        source : ExitCache or Problem
+            The cache the search ran on, or its prepared
+            :class:`~dyce_search.problem.Problem` (then ``objective`` and
+            ``costs`` are taken from it).
         configs : list[Config]
-            One configuration per lambda.
+            One configuration per row.
         lambdas : sequence of float
+            lambda of each row (NaN for rows searched for a budget target).
         method, threshold : str
             Search method and threshold minimiser names (recorded).
         objective : {"paper", "normalized"}
@@ -142,25 +146,25 @@ class SearchResult:
             Search time per configuration (NaN if not given).
         extra : dict[str, sequence], optional
             Additional per-row columns (e.g. number of rounds).
+        metadata : dict, optional
+            Added to :func:`search_metadata`.
         """
-        from .evaluation import evaluate
-        from .objective import Objective
+        from .problem import Problem
 
         configs = list(configs)
         lambdas = [float(v) for v in lambdas]
         if len(lambdas) != len(configs):
             raise ResultError(f"{len(lambdas)} lambdas for {len(configs)} configurations")
-        costs = Costs.from_cache(cache) if costs is None else costs.check(cache)
-        kind = objective.kind if hasattr(objective, "kind") else str(objective)
-        obj = Objective.build(objective, cache, costs)
+        problem = source if isinstance(source, Problem) else Problem(source, costs, objective)
+        defined = _defined(problem.objective)
         rows = []
         for lam, config in zip(lambdas, configs):
-            ev = evaluate(cache, config, costs, objective=obj, lam=lam if _defined(obj) else None)
+            ev = problem.evaluate(config, lam=lam if defined and not math.isnan(lam) else None)
             rows.append(
                 {
                     "lambda": lam,
                     "method": method,
-                    "objective": kind,
+                    "objective": problem.objective.kind,
                     "threshold": threshold,
                     **_metric_row(ev, config),
                 }
@@ -169,7 +173,9 @@ class SearchResult:
         table["seconds"] = np.nan if seconds is None else np.asarray(seconds, dtype=np.float64)
         for name, values in (extra or {}).items():
             table[name] = list(values)
-        return cls(table, configs, search_metadata(cache, method=method, threshold=threshold, objective=kind, costs=costs))
+        md = search_metadata(problem, method=method, threshold=threshold)
+        md.update(metadata or {})
+        return cls(table, configs, md)
 
     # ------------------------------------------------------------ accessors
 
@@ -257,8 +263,7 @@ class SearchResult:
             Naming what differs (positions, exit types, number of classes) or
             the configuration that does not fit.
         """
-        from .evaluation import evaluate
-        from .objective import Objective
+        from .problem import Problem
 
         self.check_cache(other_cache)
         if costs is None:
@@ -266,14 +271,15 @@ class SearchResult:
         else:
             costs.check(other_cache)
         table = self.table
-        objectives = {}
+        problems = {}
         metrics = []
         for i, (config, kind, lam) in enumerate(zip(self._configs, table["objective"], table["lambda"])):
-            if kind not in objectives:
-                objectives[kind] = Objective.build(kind, other_cache, costs)
-            obj = objectives[kind]
+            if kind not in problems:
+                problems[kind] = Problem(other_cache, costs, kind)
+            problem = problems[kind]
+            use_lam = lam if _defined(problem.objective) and not math.isnan(lam) else None
             try:
-                ev = evaluate(other_cache, config, costs, objective=obj, lam=lam if _defined(obj) else None)
+                ev = problem.evaluate(config, lam=use_lam)
             except ResultError as e:
                 raise ResultError(f"configuration {i} (lambda={lam:g}): {e}") from None
             metrics.append(_metric_row(ev, config))
@@ -349,7 +355,7 @@ class SearchResult:
             cfg = config.to_dict()
             entries.append(
                 {
-                    "lambda": float(row["lambda"]),
+                    "lambda": _jsonable(row["lambda"], "column 'lambda'"),  # null for budget-target rows
                     "method": str(row["method"]),
                     "objective": str(row["objective"]),
                     "threshold": str(row["threshold"]),
@@ -431,8 +437,20 @@ def _format_document(doc: dict) -> str:
 # ---------------------------------------------------------------- metadata
 
 
-def search_metadata(cache, *, method: str, threshold: str, objective: str, costs: Costs | None = None) -> dict:
-    """The ``metadata`` of a result searched on ``cache``.
+def search_metadata(source, *, method: str, threshold: str, objective: str | None = None,
+                    costs: Costs | None = None) -> dict:
+    """The ``metadata`` of a result searched on a cache.
+
+    Parameters
+    ----------
+    source : ExitCache or Problem
+        The search cache, or its prepared :class:`~dyce_search.problem.Problem`
+        (whose objective and costs are then recorded).
+    method, threshold : str
+    objective : str, optional
+        Objective kind (default: the problem's, else ``"paper"``).
+    costs : Costs, optional
+        Cost profile (default: the problem's, else the cache's MACs).
 
     Keys: ``method, threshold, objective, cost_unit, costs`` (the cost
     profile, format ``dyce-costs``), ``backbone, weights, dataset, split,
@@ -440,11 +458,19 @@ def search_metadata(cache, *, method: str, threshold: str, objective: str, costs
     n_samples, labels_known, head_accuracy`` (A_ori of Eq. 10 on this cache,
     agreement with the head when labels are unknown).
     """
-    from .objective import reference_labels
+    from .problem import Problem
 
-    costs = Costs.from_cache(cache) if costs is None else costs
+    if isinstance(source, Problem):
+        cache, ref = source.cache, source.reference
+        costs = source.costs if costs is None else costs
+        objective = source.objective.kind if objective is None else objective
+    else:
+        from .objective import reference
+
+        cache, ref = source, reference(source)
+        costs = Costs.from_cache(cache) if costs is None else costs
+        objective = "paper" if objective is None else objective
     md = cache.metadata or {}
-    truth, labels_known = reference_labels(cache)
     return {
         "method": method,
         "threshold": threshold,
@@ -460,8 +486,8 @@ def search_metadata(cache, *, method: str, threshold: str, objective: str, costs
         "exit_types": list(cache.exit_types),
         "total_macs": int(cache.total_macs),
         "n_samples": int(cache.n_samples),
-        "labels_known": bool(labels_known),
-        "head_accuracy": float(np.mean(cache.final_pred == truth)),
+        "labels_known": bool(ref.labels_known),
+        "head_accuracy": float(ref.head_accuracy),
         "costs": costs.to_dict(),
     }
 

@@ -9,17 +9,23 @@ Two methods:
     samples sorted by decreasing confidence, with prefix sums of each sample's
     change to ``n_correct`` and ``cost_sum``. Ties exit together (a sample
     leaves when conf >= t); among equal minima the largest threshold wins.
+    The returned t lies strictly inside the winning gap: halfway between the
+    lowest confidence that leaves and the next lower confidence of a sample
+    reaching n (0 if none), never on a recorded value, so confidences
+    recomputed a few ulps differently at run time still exit where the
+    search assumed.
 ``"bounded"``
     The paper's ``scipy.optimize.minimize_scalar(method="bounded",
-    bounds=(0, 1))`` on the same objective. It evaluates f at arbitrary t and
-    can stop at a non-optimal step; it is never better than ``"exact"``
-    except where t lies above every confidence (nobody leaves at n but the
-    exit is still paid for), which the searches cover with the k_c = none
-    option.
+    bounds=(0, 1))`` on the same objective, reproduced step for step in a
+    numba kernel (same iterates, same t and f as scipy). It evaluates f at
+    arbitrary t and can stop at a non-optimal step; it is never better than
+    ``"exact"`` except where t lies above every confidence (nobody leaves at
+    n but the exit is still paid for), which the searches cover with the
+    k_c = none option.
 
 Objective values are computed from exact integer counts (see
-:class:`Prepared`), so both methods, the searches and the brute-force
-references compare bit-identical numbers.
+:class:`~dyce_search.problem.Problem`), so both methods, the searches and the
+brute-force references compare bit-identical numbers.
 """
 
 from __future__ import annotations
@@ -29,98 +35,12 @@ import math
 import numpy as np
 
 from ._kernels.search import column_keys
-from ._kernels.thresholds import config_state, objective_value, pack_continuation, saved_costs, scan_thresholds
-from ._kernels.thresholds import SAMPLE_MASK, value_at_threshold
-from .costs import Costs
-from .errors import CacheError
-from .objective import Objective, reference_labels
+from ._kernels.state import pack_continuation, saved_costs
+from ._kernels.thresholds import bounded_minimum, objective_value, place_threshold, scan_thresholds
+from ._kernels.thresholds import value_at_threshold
+from .problem import Problem
 
 METHODS = ("exact", "bounded")
-
-#: Largest total (M samples x the most a sample can cost) in quantised units;
-#: below 2**53 every count-weighted cost sum is an exact float64 integer.
-_QUANTUM_BUDGET = 2.0**53
-
-
-class Prepared:
-    """Kernel inputs shared by threshold minimisation and the searches.
-
-    Costs are quantised to integers: ``seg_q = rint(segment * scale)``,
-    ``exit_q = rint(exit * scale)`` with ``scale`` the largest power of two
-    for which M times the most expensive sample (every segment and, at each
-    position, its dearest exit) stays below 2**53. Every ``cost_sum`` is then
-    an exact integer whatever the summation order. MAC counts are integers
-    and stay exact (scale >= 1 unless M x MACs exceed 2**53); other units are
-    rounded to 2**-53 of that total.
-
-    Attributes
-    ----------
-    conf : float32 [P, K, M]
-    pred : int32 [P, K, M]
-    truth : int32 [M]
-    final_correct : int8 [M]
-    seg_q : int64 [P + 1]
-    exit_q : int64 [P, K]
-    scale : float
-        Quantised units per cost unit.
-    costs : Costs
-    objective : Objective
-    """
-
-    def __init__(self, cache, costs=None, objective="paper"):
-        P, K, M = cache.n_positions, cache.n_types, cache.n_samples
-        if M >= 1 << 29:
-            raise CacheError(f"searches support fewer than {1 << 29} samples, the cache has {M}")
-        if P >= 1 << 14:
-            raise CacheError(f"searches support fewer than {1 << 14} positions, the cache has {P}")
-        self.conf = _contiguous(cache.conf, np.float32, (P, K, M), "conf")
-        self.pred = _contiguous(cache.pred, np.int32, (P, K, M), "pred")
-        self.available = _contiguous(cache.available, np.bool_, (P, K), "available")
-        self.truth, self.labels_known = reference_labels(cache)
-        self.final_correct = (np.asarray(cache.final_pred) == self.truth).astype(np.int8)
-        self.costs = as_costs(cache, costs)
-        self.objective = Objective.build(objective, cache, self.costs)
-        segment = self.costs.segment
-        exit_cost = np.where(self.available, self.costs.exit_costs(), 0.0)
-        most = float(segment.sum() + exit_cost.max(axis=1).sum())
-        self.scale = 2.0 ** math.floor(math.log2(_QUANTUM_BUDGET / (M * most)))
-        self.seg_q = np.rint(segment * self.scale).astype(np.int64)
-        self.exit_q = np.rint(exit_cost * self.scale).astype(np.int64)
-
-    @property
-    def shape(self):
-        return self.conf.shape
-
-    def coefficients(self, lam) -> tuple[float, float, float]:
-        """(a0, a_correct, a_cost per quantised unit) for ``lam``."""
-        a0, a_correct, a_cost = self.objective.coefficients(lam)
-        return float(a0), float(a_correct), float(a_cost) / self.scale
-
-    def coefficient_table(self, lambdas) -> np.ndarray:
-        """float64 [L, 3]: :meth:`coefficients` per lambda."""
-        return np.array([self.coefficients(lam) for lam in lambdas], np.float64).reshape(len(lambdas), 3)
-
-    def state(self, k_cfg, t_cfg):
-        """``config_state`` of a configuration given as int64 / float64 [P] arrays."""
-        return config_state(self.conf, self.pred, self.truth, self.final_correct,
-                            np.ascontiguousarray(k_cfg, np.int64), np.ascontiguousarray(t_cfg, np.float64),
-                            self.seg_q, self.exit_q)
-
-
-def as_costs(cache, costs) -> Costs:
-    """Costs from None (the cache's MACs), a :class:`Costs`, or a path to a Costs JSON, checked against ``cache``."""
-    if costs is None:
-        return Costs.from_cache(cache)
-    if not isinstance(costs, Costs):
-        costs = Costs.load(costs)
-    return costs.check(cache)
-
-
-def _contiguous(a, dtype, shape, name):
-    a = np.asarray(a)
-    if a.dtype != dtype or a.shape != shape:
-        raise CacheError(f"cache.{name} must be {np.dtype(dtype).name} {shape}, got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a)
 
 
 class Candidate:
@@ -130,57 +50,65 @@ class Candidate:
     minimise over t for one exit type, :meth:`value` evaluates one t.
     """
 
-    def __init__(self, prep: Prepared, state, k_cfg, p: int, lam: float):
-        self.prep = prep
+    def __init__(self, problem: Problem, state, k_cfg, p: int, lam: float):
+        self.problem = problem
         self.p = p
         e, e2, c1, c2, cum, _, _ = state
         self.code = np.empty(e.shape[0], np.int16)
         self.n_reach, self.n_correct0, self.cost_sum0 = pack_continuation(
-            p, e, e2, c1, c2, cum, int(k_cfg[p]), prep.exit_q, self.code
+            p, e, e2, c1, c2, cum, int(k_cfg[p]), problem.exit_q, self.code
         )
         self.saved = saved_costs(cum, p)
-        self.coefs = prep.coefficients(lam)
+        self.coefs = problem.coefficients(lam)
 
     def disabled(self) -> float:
         """f with position p disabled (k_c = none)."""
         return objective_value(*self.coefs, self.n_correct0, self.cost_sum0)
 
     def _cost_base(self, k):
-        return self.cost_sum0 + self.n_reach * self.prep.exit_q[self.p, k]
+        return self.cost_sum0 + self.n_reach * self.problem.exit_q[self.p, k]
 
     def value(self, k: int, t: float) -> float:
         """f with exit type k and threshold t at p."""
+        prob = self.problem
         n_correct, cost_sum = value_at_threshold(
-            self.prep.conf[self.p, k], self.prep.pred[self.p, k], self.prep.truth, float(t),
+            prob.conf[self.p, k], prob.pred[self.p, k], prob.truth, float(t),
             self.code, self.saved, self.n_correct0, self._cost_base(k),
         )
         return objective_value(*self.coefs, n_correct, cost_sum)
 
-    def exact(self, k: int, keys=None, n_valid=None) -> tuple[float, float]:
+    def _column(self, k):
+        prob = self.problem
+        keys = np.empty(self.code.shape[0], np.int32)
+        n_valid = column_keys(prob.conf[self.p, k], prob.pred[self.p, k], prob.truth, keys)
+        return keys, n_valid
+
+    def exact(self, k: int) -> tuple[float, float]:
         """(t, f): global minimum over the distinct confidences of the samples reaching p.
 
-        ``keys`` / ``n_valid``: the presorted column (p, k) if already at hand.
         Returns (nan, inf) when no sample reaches p.
         """
-        if keys is None:
-            keys = np.empty(self.code.shape[0], np.int32)
-            n_valid = column_keys(self.prep.conf[self.p, k], self.prep.pred[self.p, k], self.prep.truth, keys)
         if self.n_reach == 0:
             return math.nan, math.inf
+        keys, n_valid = self._column(k)
         f, i = scan_thresholds(keys, n_valid, self.code, self.saved, self.n_reach, self.n_correct0,
                                self._cost_base(k), *self.coefs)
         if i < 0:
             return math.nan, math.inf
-        return float(self.prep.conf[self.p, k, keys[i] & SAMPLE_MASK]), float(f)
+        sentinel = 2 * (self.problem.shape[0] + 1)
+        t = place_threshold(keys, n_valid, self.code, i, self.problem.conf[self.p, k], sentinel)
+        return float(t), float(f)
 
     def bounded(self, k: int) -> tuple[float, float]:
-        """(t, f) from ``scipy.optimize.minimize_scalar(method="bounded", bounds=(0, 1))`` (the paper's)."""
-        from scipy.optimize import minimize_scalar
-
+        """(t, f) of scipy's ``minimize_scalar(method="bounded", bounds=(0, 1))`` (the paper's), exactly."""
         if self.n_reach == 0:
             return math.nan, math.inf
-        res = minimize_scalar(lambda t: self.value(k, t), bounds=(0.0, 1.0), method="bounded")
-        return float(res.x), float(res.fun)
+        keys, n_valid = self._column(k)
+        M = self.code.shape[0]
+        t, f, _ = bounded_minimum(keys, n_valid, self.code, self.saved, self.problem.conf[self.p, k], self.n_reach,
+                                  self.n_correct0, self._cost_base(k), *self.coefs,
+                                  np.empty(M + 1, np.int64), np.empty(M + 1, np.int64))
+        return float(t), float(f)
 
 
 def minimize_threshold(cache, config, position, exit_type, lam, method="exact", costs=None, objective="paper"):
@@ -200,7 +128,7 @@ def minimize_threshold(cache, config, position, exit_type, lam, method="exact", 
     method : {"exact", "bounded"}
         See the module docstring. ``"exact"`` is the global minimum over the
         distinct confidences (as float64) of the samples reaching n, the
-        largest such threshold on ties.
+        largest such gap on ties, with t placed inside the gap.
     costs : None, Costs or path
         Cost model (default: the cache's MACs).
     objective : {"paper", "normalized"} or Objective
@@ -230,10 +158,11 @@ def minimize_threshold(cache, config, position, exit_type, lam, method="exact", 
     if not bool(np.asarray(cache.available)[p, k]):
         raise ValueError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
     config = as_config(cache, config)
-    prep = Prepared(cache, costs, objective)
-    state = prep.state(config.exit_types, config.thresholds)
-    cand = Candidate(prep, state, config.exit_types, p, lam)
+    problem = Problem(cache, costs, objective)
+    problem.check_searchable()
+    state = problem.state(config.exit_types, config.thresholds)
+    cand = Candidate(problem, state, config.exit_types, p, lam)
     return cand.exact(k) if method == "exact" else cand.bounded(k)
 
 
-__all__ = ["minimize_threshold", "METHODS", "Prepared", "Candidate"]
+__all__ = ["minimize_threshold", "METHODS", "Candidate"]

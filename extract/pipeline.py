@@ -217,7 +217,7 @@ def run_pipeline(
             cache = to_cache(recording, info, split, bank.to("cpu"), macs, getattr(dataset, "sample_ids", None))
             cache.write(target)
             remove_shards(run.shards(split))
-            say(f"{split}: {cache.n_samples} samples, head accuracy {_accuracy(cache):.4f} -> {target}")
+            say(f"{split}: {cache.n_samples} samples, {_accuracy_text(cache)} -> {target}")
         _barrier()
         written[split] = target
     backbone.to("cpu")
@@ -225,11 +225,14 @@ def run_pipeline(
     return written
 
 
-def _accuracy(cache) -> float:
-    known = cache.label >= 0
-    if not known.any():
-        return float("nan")
-    return float((cache.final_pred[known] == cache.label[known]).mean())
+def _accuracy_text(cache) -> str:
+    """The head's A_ori (Eq. 10) as searches will use it, or why there is none."""
+    from dyce_search.objective import reference
+
+    ref = reference(cache)
+    if ref.labels_known:
+        return f"head accuracy {ref.head_accuracy:.4f}"
+    return "labels incomplete (searches measure agreement with the head)"
 
 
 def seeded_bank(backbone, exit_types, seed: int):

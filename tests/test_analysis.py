@@ -401,8 +401,8 @@ def test_from_cache_constructors_run_the_searches(synthetic):
     lambdas = np.linspace(0, 1, 5)
     d = MethodComparisonDisplay.from_cache(cal, lambdas, iterative=False, progress=False).plot()
     names = list(d.frame["name"].unique())
-    assert names[0] == "single-pass" and names[1].startswith("baseline: same t, ")
-    _check_plotted(d, 3)
+    assert names[:2] == ["descent (front)", "single-pass"] and names[2].startswith("baseline: same t, ")
+    _check_plotted(d, 4)
     e = EnsembleDisplay.from_cache(cal, lambdas, disabled=3, progress=False).plot()
     assert list(e.lines_) == ["ensemble (all positions)", "ensemble, first 3 positions disabled"]
     _check_plotted(e, 7)

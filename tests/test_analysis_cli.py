@@ -58,9 +58,11 @@ def test_cli_writes_every_figure_table_and_index(cache_files, tmp_path, capsys):
         "tables/table2.csv",
         "tables/table2.md",
         "tables/table2-long.csv",
-        f"results/{slug}-single_pass.json",
+        f"results/{slug}-front.json",
+        f"results/{slug}-table2.json",
+        f"results/{slug}-single-pass.json",
         f"results/{slug}-iterative.json",
-        f"results/{slug}-baseline.json",
+        f"results/{slug}-baseline-same-t-mlp5x1000.json",
     ]
     for name in expected:
         if name.startswith("figures/"):
@@ -82,20 +84,25 @@ def test_cli_writes_every_figure_table_and_index(cache_files, tmp_path, capsys):
 
     table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
     assert list(table.columns) == ["base accuracy", "MACs at drop ≤ 5.0%", "MACs at drop ≤ 2.0%", "MACs at drop ≤ 0.5%"]
-    assert load_result(out / "results" / f"{slug}-single_pass.json").table["lambda"].size == 11
+    assert load_result(out / "results" / f"{slug}-single-pass.json").table["lambda"].size == 11
+    front = load_result(out / "results" / f"{slug}-front.json")
+    assert front.metadata["method"] == "front" and (front.table["method"] == "cheapest").any()
+    targets = load_result(out / "results" / f"{slug}-table2.json").table
+    assert targets["target"].tolist() == [0.05, 0.02, 0.005] and targets["method"].eq("cheapest").all()
     legend_data = pd.read_csv(out / "data" / f"fig5-methods-{slug}.csv")
-    assert set(legend_data["name"]) == {"iterative", "single-pass", "baseline: same t, mlp5x1000"}
+    assert list(dict.fromkeys(legend_data["name"])) == [
+        "descent (front)", "single-pass", "iterative", "baseline: same t, mlp5x1000"]
 
 
-def test_cli_unreached_levels_and_no_iterative(cache_files, tmp_path):
+def test_cli_levels_reached_from_one_lambda_and_no_iterative(cache_files, tmp_path):
     out = tmp_path / "cheap"
-    # lambda = 0 asks for the cheapest configurations only: no accuracy level is met
+    # lambda = 0 alone finds only the cheapest configurations, none within 5 % of the original
+    # accuracy; Table II still has every level, because cheapest() searches for each level itself
     assert main([str(cache_files["cal"]), "--out", str(out), "--lambdas", "0", "--no-iterative",
                  "--disable-first", "7", "--quiet"]) == 0
     table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
-    assert (table.iloc[0, 1:] == "not reached").all()
+    assert not (table.iloc[0, 1:] == "not reached").any()
     readme = (out / "README.md").read_text()
-    assert "not reached" in readme
     assert "ablation skipped: the cache has only 7 early positions" in readme
     assert "iterative search was not run" in readme
     assert not (out / "results" / "resnet18-synthetic-iterative.json").exists()

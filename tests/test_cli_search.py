@@ -75,6 +75,10 @@ def test_help_documents_every_option():
         "--max-rounds",
         "--baseline-type",
         "--quiet",
+        "descent",
+        "--max-drop",
+        "--max-cost",
+        "--front",
     ):
         assert option in text, option
 
@@ -111,6 +115,16 @@ def test_errors_are_one_line_and_status_2(tmp_path, capsys, cache_files):
     assert "none.parquet" in _error_line(capsys)
     assert main([cache, "--method", "baseline", "--baseline-type", "nope", "--lambdas", "0.5"]) == 2
     assert "nope" in _error_line(capsys)
+    assert main([cache, "--threshold", "bounded"]) == 2
+    assert "supports threshold 'exact'" in _error_line(capsys)
+    assert main([cache, "--max-drop", "0.05,x"]) == 2
+    assert "--max-drop" in _error_line(capsys)
+    assert main([cache, "--max-drop", "1.5"]) == 2
+    assert "max_drop" in _error_line(capsys)
+    assert main([cache, "--max-cost", "0.5", "--method", "iterative"]) == 2
+    assert "--method iterative" in _error_line(capsys)
+    assert main([cache, "--lambdas", "0:1:1e-12"]) == 2
+    assert "too many" in _error_line(capsys)
 
 
 def test_module_entry_point_exit_status():
@@ -155,7 +169,7 @@ def test_search_prints_summary_and_saves(tmp_path, capsys, cache_files):
     rows = [line.split() for line in captured.out.splitlines()[1:3]]
     assert [float(r[0]) for r in rows] == [0.1, 0.6]
     result = load_result(out)
-    assert len(result) == 2 and result.metadata["method"] == "single_pass"
+    assert len(result) == 2 and result.metadata["method"] == "descent"
     assert result.metadata["positions"] == list(calibration.positions)
     test_table = result.evaluate(test)
     for row, expected in zip(rows, test_table.itertuples()):
@@ -205,3 +219,36 @@ def test_cost_profile_is_used(tmp_path, capsys, cache_files):
     result = load_result(out)
     assert result.metadata["cost_unit"] == "ms"
     assert result.table["macs"][0] == pytest.approx(result.table["rel_macs"][0] * profile.total, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options, column, values",
+    [
+        (["--max-drop", "0.05,0.005"], "target", [0.05, 0.005]),
+        (["--max-cost", "0.5"], "target", [0.5]),
+    ],
+)
+def test_budget_targets(tmp_path, capsys, cache_files, options, column, values):
+    folder, calibration, _ = cache_files
+    out = tmp_path / "targets.json"
+    status = main([str(folder / "calibration.parquet"), "--lambdas", "0:1:0.25", "--out", str(out), *options])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.splitlines()[0].split()[0] == "target"
+    result = load_result(out)
+    assert result.table[column].tolist() == values
+    assert result.table["lambda"].isna().all() and result.table["feasible"].all()
+    if options[0] == "--max-drop":
+        assert (1 - result.table["rel_accuracy"] <= result.table["target"] + 1e-12).all()
+    else:
+        assert (result.table["rel_macs"] <= result.table["target"] + 1e-12).all()
+
+
+def test_front(tmp_path, capsys, cache_files):
+    folder, calibration, _ = cache_files
+    out = tmp_path / "front.parquet"
+    assert main([str(folder / "calibration.parquet"), "--front", "--lambdas", "0:1:0.1", "--quiet",
+                 "--out", str(out)]) == 0
+    result = load_result(out)
+    assert result.metadata["method"] == "front"
+    assert (np.diff(result.table["rel_macs"].to_numpy()) >= 0).all()

@@ -15,7 +15,7 @@ import naive_search
 from dyce_search import synthetic
 from dyce_search.evaluation import evaluate
 from dyce_search.search import allowed_exits, run
-from dyce_search.thresholds import Prepared
+from dyce_search.problem import Problem
 from strategies import exit_caches, random_costs
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -29,7 +29,7 @@ def searches(draw, max_samples=12):
     costs = draw(st.none() | random_costs(cache))
     kind = draw(st.sampled_from(["paper", "normalized"]))
     try:
-        Prepared(cache, costs, kind).coefficients(0.5)
+        Problem(cache, costs, kind).coefficients(0.5)
     except ValueError:  # objective undefined on this cache
         assume(False)
     positions = draw(st.none() | st.lists(st.integers(0, cache.n_positions - 1), unique=True))
@@ -49,7 +49,7 @@ def _same(a, b):
 @given(searches())
 def test_single_pass_equals_brute_force_and_never_loses(args):
     cache, costs, kind, lambdas, positions, types = args
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     allowed = allowed_exits(cache, positions, types)
     result = run(cache, lambdas, method="single_pass", costs=costs, objective=kind, positions=positions,
                  exit_types=types, progress=False)
@@ -65,7 +65,7 @@ def test_single_pass_equals_brute_force_and_never_loses(args):
 @given(searches(max_samples=10))
 def test_iterative_equals_brute_force_and_is_a_local_optimum(args):
     cache, costs, kind, lambdas, positions, types = args
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     allowed = allowed_exits(cache, positions, types)
     result = run(cache, lambdas, method="iterative", costs=costs, objective=kind, positions=positions,
                  exit_types=types, progress=False)
@@ -81,7 +81,7 @@ def test_iterative_equals_brute_force_and_is_a_local_optimum(args):
 @given(searches(max_samples=10), st.integers(1, 3))
 def test_iterative_stops_after_max_rounds(args, max_rounds):
     cache, costs, kind, lambdas, positions, types = args
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     allowed = allowed_exits(cache, positions, types)
     result = run(cache, lambdas, method="iterative", costs=costs, objective=kind, positions=positions,
                  exit_types=types, max_rounds=max_rounds, progress=False)
@@ -95,7 +95,7 @@ def test_iterative_stops_after_max_rounds(args, max_rounds):
 @given(searches(), st.booleans())
 def test_baseline_equals_brute_force_over_shared_thresholds(args, best):
     cache, costs, kind, lambdas, positions, types = args
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     allowed = allowed_exits(cache, positions, types)
     usable = [k for k in range(cache.n_types) if allowed[:, k].any()]
     assume(usable)
@@ -115,12 +115,12 @@ def test_baseline_equals_brute_force_over_shared_thresholds(args, best):
 
 
 @SETTINGS
-@given(searches(max_samples=10), st.sampled_from(["single_pass", "iterative", "baseline"]))
+@given(searches(max_samples=10), st.sampled_from(["descent", "single_pass", "iterative", "baseline"]))
 def test_table_metrics_come_from_evaluate(args, method):
     cache, costs, kind, lambdas, positions, types = args
     result = run(cache, lambdas, method=method, costs=costs, objective=kind, positions=positions,
                  exit_types=types, progress=False)
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     table = result.table
     assert len(table) == len(lambdas) == len(result.configs)
     for row, config in zip(table.to_dict("records"), result.configs):
@@ -135,12 +135,76 @@ def test_table_metrics_come_from_evaluate(args, method):
     assert (table["seconds"] >= 0).all()
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(searches(max_samples=8))
+def test_bounded_searches_equal_the_papers_scipy_minimiser(args):
+    cache, costs, kind, lambdas, positions, types = args
+    prob = Problem(cache, costs, kind)
+    allowed = allowed_exits(cache, positions, types)
+    lam = lambdas[0]
+    sp = run(cache, [lam], method="single_pass", threshold="bounded", costs=costs, objective=kind,
+             positions=positions, exit_types=types, progress=False)
+    k, t, _ = naive_search.single_pass(prob, lam, allowed, bounded=True)
+    assert _same(_configs(sp)[0], (k, t))
+    it = run(cache, [lam], method="iterative", threshold="bounded", costs=costs, objective=kind,
+             positions=positions, exit_types=types, max_rounds=2, progress=False)
+    k, t, _, _ = naive_search.iterative(prob, lam, allowed, max_rounds=2, bounded=True)
+    assert _same(_configs(it)[0], (k, t))
+
+
+@SETTINGS
+@given(searches(max_samples=10))
+def test_descent_is_a_local_optimum_never_worse_than_any_start_or_paper_method(args):
+    cache, costs, kind, lambdas, positions, types = args
+    prob = Problem(cache, costs, kind)
+    allowed = allowed_exits(cache, positions, types)
+    options = dict(costs=costs, objective=kind, positions=positions, exit_types=types, progress=False)
+    result = run(cache, lambdas, method="descent", **options)
+    others = [run(cache, lambdas, method="single_pass", **options),
+              run(cache, lambdas, method="single_pass", threshold="bounded", **options),
+              run(cache, lambdas, method="baseline", **options),
+              run(cache, lambdas, method="iterative", max_rounds=1, **options)]
+    P = cache.n_positions
+    for j, (lam, got) in enumerate(zip(lambdas, _configs(result))):
+        f = naive_search.value(prob, lam, *got)
+        assert f == result.table["f"].iloc[j] or f == pytest.approx(result.table["f"].iloc[j], rel=1e-12)
+        assert f <= naive_search.value(prob, lam, np.full(P, -1), np.full(P, np.nan))
+        for other in others[:3]:
+            assert f <= naive_search.value(prob, lam, *_configs(other)[j])
+        # Algorithm 2's local optimality: no single-position change lowers f
+        assert naive_search.improving_change(prob, lam, *got, allowed) is None
+        # nothing enabled where the search may not, and no exit that no sample reaches
+        assert not (got[0][~allowed.any(axis=1)] >= 0).any()
+        for p in np.flatnonzero(got[0] >= 0):
+            assert naive_search.reaching(prob, *got, p)
+        # thresholds never sit on the confidence of a sample that reaches their position
+        for p in np.flatnonzero(got[0] >= 0):
+            confs = {float(cache.conf[p, got[0][p], m]) for m in naive_search.reaching(prob, *got, p)}
+            assert got[1][p] not in confs or got[1][p] == 0.0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exit_caches(max_positions=3, max_types=2, max_samples=8, labels="known"), st.sampled_from([0.2, 0.5, 0.8, 0.95]))
+def test_exhaustive_search_is_never_beaten(cache, lam):
+    # sanity of the brute force and of the search: the global minimum over every
+    # configuration (types x candidate thresholds) bounds every method from below
+    prob = Problem(cache)
+    try:
+        prob.coefficients(lam)
+    except ValueError:
+        assume(False)
+    allowed = np.asarray(cache.available, bool)
+    best = naive_search.exhaustive(prob, lam, allowed)
+    got = _configs(run(cache, [lam], method="descent", progress=False))[0]
+    assert naive_search.value(prob, lam, *got) >= best
+
+
 @SETTINGS
 @given(searches(max_samples=10), st.sampled_from(["single_pass", "iterative", "baseline"]))
 def test_bounded_searches_never_accept_a_worse_configuration(args, method):
     cache, costs, kind, lambdas, positions, types = args
     lambdas = lambdas[:1]
-    prep = Prepared(cache, costs, kind)
+    prep = Problem(cache, costs, kind)
     result = run(cache, lambdas, method=method, threshold="bounded", costs=costs, objective=kind,
                  positions=positions, exit_types=types, max_rounds=3, progress=False)
     P = cache.n_positions
@@ -150,7 +214,7 @@ def test_bounded_searches_never_accept_a_worse_configuration(args, method):
     assert (result.table["threshold"] == "bounded").all()
 
 
-@pytest.mark.parametrize("method", ["single_pass", "iterative", "baseline"])
+@pytest.mark.parametrize("method", ["descent", "single_pass", "iterative", "baseline"])
 def test_one_and_two_threads_give_identical_results(method):
     cache = synthetic.make_cache("resnet18", n_samples=3000, n_classes=100, seed=3)
     lambdas = np.linspace(0, 1, 9)
@@ -193,7 +257,7 @@ def test_paths_for_cache_and_costs(tmp_path):
     a = run(cache_path, [0.5], costs=tmp_path / "costs.json", progress=False)
     b = run(cache, [0.5], progress=False)
     assert _same(_configs(a)[0], _configs(b)[0])
-    assert a.metadata["method"] == "single_pass" and a.metadata["cost_unit"] == "macs"
+    assert a.metadata["method"] == "descent" and a.metadata["cost_unit"] == "macs"
 
 
 @pytest.mark.parametrize(
@@ -205,6 +269,7 @@ def test_paths_for_cache_and_costs(tmp_path):
         ({"lambdas": [-0.1]}, r"\[0, 1\]"),
         ({"lambdas": [[0.1]]}, "one-dimensional"),
         ({"method": "greedy"}, "method"),
+        ({"method": "descent", "threshold": "bounded"}, "supports threshold 'exact'"),
         ({"threshold": "golden"}, "threshold"),
         ({"objective": "other"}, "objective"),
         ({"max_rounds": 0}, "max_rounds"),
@@ -220,7 +285,7 @@ def test_bad_arguments(kwargs, message):
         run(cache, progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("method", ["single_pass", "iterative", "baseline"])
+@pytest.mark.parametrize("method", ["descent", "single_pass", "iterative", "baseline"])
 def test_nothing_allowed_gives_the_original_model(method):
     cache = synthetic.make_cache("resnet18", n_samples=200, n_classes=10)
     res = run(cache, [0.0, 0.5, 1.0], method=method, positions=[], progress=False)

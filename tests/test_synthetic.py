@@ -206,7 +206,8 @@ def searched_resnet50():
     """Single-pass search (Algorithm 3, exact thresholds) over 21 lambdas on a 10,000-sample ResNet-50 cache."""
     from dyce_search import run
 
-    return run(make_cache("resnet50", n_samples=10_000, seed=2), np.linspace(0, 1, 21), progress=False)
+    return run(make_cache("resnet50", n_samples=10_000, seed=2), np.linspace(0, 1, 21), method="single_pass",
+               progress=False)
 
 
 def test_searched_ensemble_approaches_the_head_from_below(searched_resnet50):

@@ -14,7 +14,8 @@ import naive_search
 from dyce_search.cache import ExitCache
 from dyce_search.config import Config
 from dyce_search.errors import ResultError
-from dyce_search.thresholds import Candidate, Prepared, minimize_threshold
+from dyce_search.problem import Problem
+from dyce_search.thresholds import Candidate, minimize_threshold
 from dyce_search._kernels.search import argsort_descending, column_keys
 from dyce_search._kernels.thresholds import CORRECT_BIT, LAST_BIT, SAMPLE_MASK
 from strategies import configs, exit_caches, random_costs
@@ -37,7 +38,7 @@ def problems(draw, objective=None):
 
 def prepared(cache, costs, kind):
     try:
-        prep = Prepared(cache, costs, kind)
+        prep = Problem(cache, costs, kind)
         prep.coefficients(0.5)
         return prep
     except ValueError:  # objective undefined on this cache (e.g. the head is never right)
@@ -88,6 +89,31 @@ def test_bounded_is_never_better_than_exact(problem):
     assert f_b == naive_search.value(prep, lam, *naive_search.with_change(config.exit_types, config.thresholds, p, k, t_b))
 
 
+@SETTINGS
+@given(problems())
+def test_bounded_reproduces_scipy_minimize_scalar(problem):
+    cache, config, p, k, lam, costs, kind = problem
+    prob = prepared(cache, costs, kind)
+    got = minimize_threshold(cache, config, p, k, lam, method="bounded", costs=costs, objective=kind)
+    want = naive_search.minimize_bounded(prob, lam, config.exit_types, config.thresholds, p, k)
+    assert got == want or (math.isnan(got[0]) and math.isnan(want[0]) and got[1] == want[1])
+
+
+@SETTINGS
+@given(problems())
+def test_exact_threshold_never_sits_on_a_reaching_confidence(problem):
+    cache, config, p, k, lam, costs, kind = problem
+    prob = prepared(cache, costs, kind)
+    t, f = minimize_threshold(cache, config, p, k, lam, costs=costs, objective=kind)
+    assume(not math.isnan(t))
+    reach = naive_search.reaching(prob, config.exit_types, config.thresholds, p)
+    confs = {float(cache.conf[p, k, m]) for m in reach}
+    assert t not in confs or t == 0.0  # 0 only when the lowest reaching confidence is 0 itself
+    # the same samples leave as at the recorded candidate it stands for
+    higher = [c for c in confs if c >= t]
+    assert higher and min(higher) > t or t == 0.0
+
+
 def _tiny_cache(conf, pred, final_pred, label, exit_macs=0):
     M = len(label)
     return ExitCache(
@@ -107,25 +133,36 @@ def _tiny_cache(conf, pred, final_pred, label, exit_macs=0):
     )
 
 
-def test_equal_minima_take_the_largest_threshold():
+def test_equal_minima_take_the_largest_threshold_placed_inside_its_gap():
     # lambda = 1: only accuracy counts. Sample 0 (conf 0.9) and sample 1
     # (conf 0.5) are right both early and at the head, sample 2 (conf 0.2) is
-    # wrong early: t = 0.9 and t = 0.5 tie, t = 0.2 is worse.
+    # wrong early: t = 0.9 and t = 0.5 tie, t = 0.2 is worse. The winning gap
+    # is (0.5, 0.9]; the threshold goes halfway.
     cache = _tiny_cache(conf=[0.9, 0.5, 0.2], pred=[0, 1, 0], final_pred=[0, 1, 2], label=[0, 1, 2])
     t, f = minimize_threshold(cache, Config.empty(1), 0, 0, 1.0)
-    assert t == pytest.approx(0.9) and t == float(np.float32(0.9))
-    prep = Prepared(cache)
-    assert f == naive_search.value(prep, 1.0, [0], [0.5])
+    assert t == (float(np.float32(0.9)) + float(np.float32(0.5))) / 2
+    prob = Problem(cache)
+    assert f == naive_search.value(prob, 1.0, [0], [0.5])
 
 
 def test_ties_exit_together():
     # Two samples share conf 0.5; the one wrong early makes t = 0.5 worse than t = 0.7 at lambda = 1.
     cache = _tiny_cache(conf=[0.7, 0.5, 0.5], pred=[0, 1, 0], final_pred=[0, 1, 2], label=[0, 1, 2])
     t, _ = minimize_threshold(cache, Config.empty(1), 0, 0, 1.0)
-    assert t == float(np.float32(0.7))
-    # at lambda = 0 only cost counts: everything leaves, at the lowest confidence
+    assert float(np.float32(0.5)) < t < float(np.float32(0.7))
+    # at lambda = 0 only cost counts: everything leaves; below the lowest confidence the gap reaches down to 0
     t0, _ = minimize_threshold(cache, Config.empty(1), "p0", "e0", 0.0)
-    assert t0 == 0.5
+    assert t0 == 0.25
+
+
+def test_threshold_recomputed_a_little_lower_still_exits():
+    # The run-time model recomputes confidences, e.g. 3e-7 lower on another
+    # machine; a threshold equal to the recorded value would send such a
+    # sample on. A gap of 0.2 leaves room either way.
+    # Samples 0 and 1 are right at the exit, sample 2 is not: the best gap is (0.5, 0.7].
+    cache = _tiny_cache(conf=[0.9, 0.7, 0.5], pred=[0, 1, 0], final_pred=[0, 1, 2], label=[0, 1, 2])
+    t, _ = minimize_threshold(cache, Config.empty(1), 0, 0, 0.9)
+    assert np.float32(0.7) - np.float32(3e-7) >= t > np.float32(0.5) + np.float32(3e-7)
 
 
 def test_no_sample_reaching_gives_nan_and_inf():
@@ -184,7 +221,7 @@ def test_argsort_descending_matches_numpy(values):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(exit_caches(max_samples=30))
 def test_column_keys_pack_sample_correctness_and_run_ends(cache):
-    truth = Prepared(cache).truth
+    truth = Problem(cache).truth
     for p, k in np.argwhere(cache.available):
         conf, pred = cache.conf[p, k], cache.pred[p, k]
         keys = np.empty(cache.n_samples, np.int32)
@@ -201,7 +238,7 @@ def test_column_keys_pack_sample_correctness_and_run_ends(cache):
 @given(exit_caches(max_samples=20).flatmap(lambda c: st.tuples(st.just(c), configs(c), st.none() | random_costs(c))))
 def test_config_state_counts_equal_algorithm_1(args):
     cache, config, costs = args
-    prep = Prepared(cache, costs)
+    prep = Problem(cache, costs)
     e, e2, c1, c2, cum, n_correct, cost_sum = prep.state(config.exit_types, config.thresholds)
     assert (n_correct, cost_sum) == naive_search.counts(prep, config.exit_types, config.thresholds)
     # e2: where each sample would leave with its own exit removed

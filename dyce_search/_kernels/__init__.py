@@ -8,6 +8,8 @@ Every kernel has a plain-loop reference in ``tests/naive.py`` (or
 | kernel module | public wrapper |
 |---|---|
 | ``metrics.py`` | :func:`dyce_search.evaluation.evaluate`, :func:`dyce_search.evaluation.simulate` |
-| ``thresholds.py`` | :mod:`dyce_search.thresholds` (Eq. 13 for one position) |
-| ``search.py`` | :func:`dyce_search.search.run` (Algorithms 2 and 3, baseline) |
+| ``state.py`` | a configuration's per-sample state and changing one position (used by the searches) |
+| ``thresholds.py`` | :mod:`dyce_search.thresholds` (Eq. 13 for one position: exact, placement, bounded) |
+| ``search.py`` | :func:`dyce_search.search.run` (Algorithms 2 and 3, baseline; drivers in ``methods.py``) |
+| ``descent.py`` | :func:`dyce_search.search.run` with ``method="descent"``, :mod:`dyce_search.targets` |
 """

@@ -1,40 +1,35 @@
-"""Kernels of Eq. 13: the objective of one configuration change at one position.
+"""Kernels of Eq. 13: the best threshold of one exit with the rest of the configuration fixed.
 
-Everything here works on a configuration's *state* and on exact integers:
-
-* correctness is counted (``n_correct``), never averaged;
-* costs are quantised to int64 units (``seg_q``, ``exit_q``; see
-  ``dyce_search.thresholds.Prepared``) so that ``cost_sum`` is an exact
-  integer whatever the order in which samples are added up.
-
-The objective of a configuration is then the affine function of the two
-integers ``f = a0 + a_correct * n_correct + a_cost_q * cost_sum`` evaluated
-in exactly this float64 operation order by :func:`objective_value` (and by the
-plain-loop references in ``tests/naive_search.py``), so two configurations
-with the same counts always get bit-identical values, independent of sample
-order and thread count.
-
-State of a configuration (``config_state``), per sample m:
-
-``e[m]``   early position where m leaves (P = the head),
-``e2[m]``  where m would leave if the exit at ``e[m]`` were removed,
-``c1[m]``, ``c2[m]``  whether the prediction at ``e[m]`` / ``e2[m]`` is correct,
-
-and ``cum[q]``, the cost of a sample that leaves at q (segments 0..q plus
-every enabled exit at positions <= q).
-
-The continuation of every sample at one position p (``pack_continuation``)
-is one int16 ``code``: ``2 * d + correct`` where d is where the sample leaves
-if it does not leave at p, or ``2 * (P + 1)`` if it never reaches p.
+The objective of a configuration is the affine function of two exact
+integers ``f = a0 + a_correct * n_correct + a_cost_q * cost_sum``, evaluated
+in exactly this float64 operation order by :func:`objective_value` (and by
+the plain-loop references in ``tests/naive_search.py``), so two
+configurations with the same counts always get bit-identical values,
+independent of sample order and thread count.
 
 Presorted columns (``dyce_search._kernels.search.presort``) pack each entry
 of column (p, k), sorted by decreasing confidence, into one int32 ``key``:
 bits 0-28 the sample index, bit 29 whether exit (p, k) is correct on it, bit
 30 whether it is the last entry of a run of equal confidences (a candidate
 threshold boundary: ``conf >= t`` lets a whole run exit together).
+The continuation codes come from
+:func:`dyce_search._kernels.state.pack_continuation`.
+
+Three ways to choose t for one exit:
+
+* :func:`scan_thresholds`: the exact global minimum over every candidate
+  threshold, one pass over the presorted column;
+* :func:`place_threshold`: where the returned threshold goes inside the
+  chosen gap (strictly between two recorded confidences);
+* :func:`bounded_minimum`: the paper's ``scipy.optimize.minimize_scalar(
+  method="bounded", bounds=(0, 1))``, ported step for step
+  (:func:`fminbound`) and evaluated in O(log M) per step on the column's
+  prefix sums (:func:`column_profile`), so it returns scipy's t and f bit for bit.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -44,6 +39,10 @@ SAMPLE_MASK = (1 << SAMPLE_BITS) - 1
 CORRECT_BIT = 1 << SAMPLE_BITS
 LAST_BIT = 1 << (SAMPLE_BITS + 1)
 
+#: scipy's ``_minimize_scalar_bounded`` defaults (``xatol``, ``maxiter``).
+BOUNDED_XATOL = 1e-5
+BOUNDED_MAXITER = 500
+
 
 @njit(cache=True, inline="always")
 def objective_value(a0, a_correct, a_cost_q, n_correct, cost_sum):
@@ -51,130 +50,16 @@ def objective_value(a0, a_correct, a_cost_q, n_correct, cost_sum):
     return a0 + a_correct * np.float64(n_correct) + a_cost_q * np.float64(cost_sum)
 
 
-@njit(cache=True)
-def config_state(conf, pred, truth, final_correct, k_cfg, t_cfg, seg_q, exit_q):
-    """Per-sample exit position and correctness of a configuration, with its totals.
+@njit(cache=True, inline="always")
+def first_reaching(keys, n_valid, code, sentinel):
+    """Index of the first presorted entry whose sample reaches p (``n_valid`` if none).
 
-    Parameters
-    ----------
-    conf : float32 [P, K, M]
-    pred : int32 [P, K, M]
-    truth : int32 [M]
-        Reference class (labels, or the head's prediction when labels are unknown).
-    final_correct : int8 [M]
-        Whether the head is correct.
-    k_cfg : int64 [P]
-        Exit type per position, -1 for none.
-    t_cfg : float64 [P]
-        Threshold per position (ignored where k_cfg is -1).
-    seg_q : int64 [P + 1]
-        Quantised cost of each segment (the last one includes the head).
-    exit_q : int64 [P, K]
-        Quantised cost of each exit.
-
-    Returns
-    -------
-    e, e2 : int16 [M]
-    c1, c2 : int8 [M]
-    cum : int64 [P + 1]
-    n_correct : int64
-    cost_sum : int64
+    Runs before it hold "nobody leaves", which is no candidate threshold.
     """
-    P = k_cfg.shape[0]
-    M = truth.shape[0]
-    cum = np.empty(P + 1, np.int64)
-    acc = np.int64(0)
-    n_on = 0
-    for q in range(P + 1):
-        acc += seg_q[q]
-        if q < P and k_cfg[q] >= 0:
-            acc += exit_q[q, k_cfg[q]]
-            n_on += 1
-        cum[q] = acc
-    on = np.empty(n_on, np.int64)
-    j = 0
-    for q in range(P):
-        if k_cfg[q] >= 0:
-            on[j] = q
-            j += 1
-    e = np.full(M, P, np.int16)
-    e2 = np.full(M, P, np.int16)
-    c1 = final_correct.copy()
-    c2 = final_correct.copy()
-    found = np.zeros(M, np.int8)
-    # Position by position, so that every read of conf and pred is sequential.
-    for j in range(n_on):
-        q = on[j]
-        k = k_cfg[q]
-        t = t_cfg[q]
-        col = conf[q, k]
-        for m in range(M):
-            # float32 -> float64 is exact, so >= compares the recorded value itself.
-            if found[m] < 2 and np.float64(col[m]) >= t:
-                ok = np.int8(1) if pred[q, k, m] == truth[m] else np.int8(0)
-                if found[m] == 0:
-                    e[m] = q
-                    c1[m] = ok
-                else:
-                    e2[m] = q
-                    c2[m] = ok
-                found[m] += 1
-    n_correct = np.int64(0)
-    cost_sum = np.int64(0)
-    for m in range(M):
-        n_correct += c1[m]
-        cost_sum += cum[e[m]]
-    return e, e2, c1, c2, cum, n_correct, cost_sum
-
-
-@njit(cache=True)
-def pack_continuation(p, e, e2, c1, c2, cum, k_at_p, exit_q, code):
-    """What every sample does if it does not leave at position p.
-
-    Fills ``code[m]`` with ``2 * d + correct`` where d is the position where m
-    leaves when position p lets nobody out (the rest of the configuration
-    unchanged), or with ``not_reaching(P) = 2 * (P + 1)`` if m leaves before p.
-
-    Returns
-    -------
-    n_reach : int64
-        Samples reaching p.
-    n_correct0, cost_sum0 : int64
-        Totals of the configuration with position p disabled.
-    """
-    M = e.shape[0]
-    sentinel = 2 * (cum.shape[0])
-    x_old = exit_q[p, k_at_p] if k_at_p >= 0 else np.int64(0)
-    n_reach = np.int64(0)
-    n_correct0 = np.int64(0)
-    cost_sum0 = np.int64(0)
-    for m in range(M):
-        em = e[m]
-        if em < p:
-            code[m] = sentinel
-            n_correct0 += c1[m]
-            cost_sum0 += cum[em]
-        else:
-            if em == p:
-                d = e2[m]
-                ok = c2[m]
-            else:
-                d = em
-                ok = c1[m]
-            code[m] = 2 * d + ok
-            n_reach += 1
-            n_correct0 += ok
-            cost_sum0 += cum[d] - x_old
-    return n_reach, n_correct0, cost_sum0
-
-
-@njit(cache=True)
-def saved_costs(cum, p):
-    """int64 [P + 2]: ``cum[d] - cum[p]``, the cost saved by leaving at p instead of d (0 for d <= p and the sentinel)."""
-    out = np.zeros(cum.shape[0] + 1, np.int64)
-    for d in range(p + 1, cum.shape[0]):
-        out[d] = cum[d] - cum[p]
-    return out
+    i = 0
+    while i < n_valid and code[keys[i] & SAMPLE_MASK] >= sentinel:
+        i += 1
+    return i
 
 
 @njit(cache=True)
@@ -198,9 +83,9 @@ def scan_thresholds(keys, n_valid, code, saved, n_reach, n_correct0, cost_base, 
     n_valid : int
         Entries of ``keys`` with a finite confidence (NaNs are sorted last and never exit).
     code : int16 [M]
-        From :func:`pack_continuation`.
+        From :func:`~dyce_search._kernels.state.pack_continuation`.
     saved : int64 [P + 2]
-        From :func:`saved_costs`.
+        From :func:`~dyce_search._kernels.state.saved_costs`.
     n_reach, n_correct0 : int64
     cost_base : int64
         ``cost_sum`` with position p enabled as (p, k) and nobody leaving there.
@@ -219,10 +104,7 @@ def scan_thresholds(keys, n_valid, code, saved, n_reach, n_correct0, cost_base, 
     best_i = -1
     if n_reach == 0:
         return best_f, best_i
-    # Runs before the first reaching sample hold "nobody leaves", not a candidate.
-    start = 0
-    while start < n_valid and code[keys[start] & SAMPLE_MASK] >= sentinel:
-        start += 1
+    start = first_reaching(keys, n_valid, code, sentinel)
     d_correct = np.int64(0)
     d_cost = np.int64(0)
     for i in range(start, n_valid):
@@ -240,8 +122,252 @@ def scan_thresholds(keys, n_valid, code, saved, n_reach, n_correct0, cost_base, 
 
 
 @njit(cache=True)
+def between(high, low):
+    """A float64 strictly between ``low < high`` (their midpoint when it is), else ``high``.
+
+    ``high`` and ``low`` are recorded float32 confidences promoted to
+    float64; two distinct float32 values always have a float64 strictly
+    between them, so the fallback to ``high`` only happens when ``low >= high``.
+    """
+    if not low < high:
+        return high
+    mid = 0.5 * (high + low)
+    if low < mid < high:
+        return mid
+    return np.nextafter(high, -np.inf)
+
+
+@njit(cache=True)
+def place_threshold(keys, n_valid, code, i, conf_col, sentinel):
+    """The threshold that lets run ``i`` and every higher one out: strictly inside the gap below it.
+
+    The minimum of Eq. 13 holds for every t in (c_lo, c_hi], c_hi the
+    confidence of the chosen run and c_lo the next lower confidence of a
+    sample that reaches p (0 if there is none). Returning the midpoint
+    instead of c_hi itself means a confidence recomputed a few ulps lower at
+    run time (another machine, another batch size) still leaves where the
+    search assumed.
+
+    Parameters
+    ----------
+    keys, n_valid
+        The presorted column (p, k).
+    code : int16 [M]
+        Continuation codes at p (``>= sentinel``: does not reach p).
+    i : int
+        Index into ``keys`` of the last entry of the chosen run.
+    conf_col : float32 [M]
+        conf[p, k] in sample order.
+    sentinel : int
+        ``2 * (P + 1)``.
+    """
+    high = np.float64(conf_col[keys[i] & SAMPLE_MASK])
+    j = i + 1
+    while j < n_valid and code[keys[j] & SAMPLE_MASK] >= sentinel:
+        j += 1
+    low = np.float64(conf_col[keys[j] & SAMPLE_MASK]) if j < n_valid else 0.0
+    return between(high, low)
+
+
+@njit(cache=True)
+def column_profile(keys, n_valid, code, saved, d_correct, d_cost):
+    """Prefix sums of Eq. 13's changes along the presorted column (p, k).
+
+    ``d_correct[i]`` / ``d_cost[i]`` (i = 0..n_valid): the change of
+    ``n_correct`` and the cost saved when the first i entries leave at p
+    (entries of samples that do not reach p change nothing).
+    """
+    sentinel = 2 * (saved.shape[0] - 1)
+    dc = np.int64(0)
+    dk = np.int64(0)
+    d_correct[0] = 0
+    d_cost[0] = 0
+    for i in range(n_valid):
+        key = keys[i]
+        c = np.int64(code[key & SAMPLE_MASK])
+        r = np.int64(c < sentinel)
+        dc += r * (((key >> SAMPLE_BITS) & 1) - (c & 1))
+        dk += saved[c >> 1]
+        d_correct[i + 1] = dc
+        d_cost[i + 1] = dk
+
+
+@njit(cache=True)
+def leaving_count(keys, n_valid, conf_col, t):
+    """How many of the first ``n_valid`` entries of a presorted column have ``float64(conf) >= t``."""
+    lo = 0
+    hi = n_valid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.float64(conf_col[keys[mid] & SAMPLE_MASK]) >= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _profile_value(t, keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct, a_cost_q):
+    i = leaving_count(keys, n_valid, conf_col, t)
+    return objective_value(a0, a_correct, a_cost_q, n_correct0 + d_correct[i], cost_base - d_cost[i])
+
+
+@njit(cache=True)
+def fminbound(keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct, a_cost_q,
+              shared_thresholds):
+    """scipy's bounded Brent minimiser (``_minimize_scalar_bounded``) on [0, 1], operation for operation.
+
+    The function minimised is f(t) of one exit (``shared_thresholds`` empty:
+    counts after the first ``leaving_count(t)`` entries of the column
+    profile) or of the shared-threshold baseline (``shared_thresholds``: the
+    decreasing candidate thresholds, counts after the last one >= t, the
+    first entry being "nobody leaves"). Iterates, tolerances
+    (``xatol = 1e-5``, ``maxiter = 500``) and comparisons follow scipy, so
+    the result equals ``minimize_scalar(f, bounds=(0, 1), method="bounded")``.
+
+    Returns
+    -------
+    x, fx : float64
+    """
+    sqrt_eps = math.sqrt(2.2e-16)
+    golden_mean = 0.5 * (3.0 - math.sqrt(5.0))
+    xatol = BOUNDED_XATOL
+    a = 0.0
+    b = 1.0
+    fulc = a + golden_mean * (b - a)
+    nfc = fulc
+    xf = fulc
+    rat = 0.0
+    e = 0.0
+    x = xf
+    fx = _bounded_value(x, keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct,
+                        a_cost_q, shared_thresholds)
+    num = 1
+    ffulc = fx
+    fnfc = fx
+    xm = 0.5 * (a + b)
+    tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
+        golden = True
+        if abs(e) > tol1:
+            golden = False
+            r = (xf - nfc) * (fx - ffulc)
+            q = (xf - fulc) * (fx - fnfc)
+            p = (xf - fulc) * q - (xf - nfc) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            r = e
+            e = rat
+            if (abs(p) < abs(0.5 * q * r)) and (p > q * (a - xf)) and (p < q * (b - xf)):
+                rat = (p + 0.0) / q
+                x = xf + rat
+                if ((x - a) < tol2) or ((b - x) < tol2):
+                    rat = tol1 * _sign_or_one(xm - xf)
+            else:
+                golden = True
+        if golden:
+            if xf >= xm:
+                e = a - xf
+            else:
+                e = b - xf
+            rat = golden_mean * e
+        x = xf + _sign_or_one(rat) * max(abs(rat), tol1)
+        fu = _bounded_value(x, keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct,
+                            a_cost_q, shared_thresholds)
+        num += 1
+        if fu <= fx:
+            if x >= xf:
+                a = xf
+            else:
+                b = xf
+            fulc = nfc
+            ffulc = fnfc
+            nfc = xf
+            fnfc = fx
+            xf = x
+            fx = fu
+        else:
+            if x < xf:
+                a = x
+            else:
+                b = x
+            if (fu <= fnfc) or (nfc == xf):
+                fulc = nfc
+                ffulc = fnfc
+                nfc = x
+                fnfc = fu
+            elif (fu <= ffulc) or (fulc == xf) or (fulc == nfc):
+                fulc = x
+                ffulc = fu
+        xm = 0.5 * (a + b)
+        tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+        tol2 = 2.0 * tol1
+        if num >= BOUNDED_MAXITER:
+            break
+    return xf, fx
+
+
+@njit(cache=True, inline="always")
+def _sign_or_one(v):
+    """numpy's ``sign(v) + (v == 0)``: -1 for negative, +1 otherwise."""
+    return -1.0 if v < 0.0 else 1.0
+
+
+@njit(cache=True)
+def _bounded_value(t, keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct, a_cost_q,
+                   shared_thresholds):
+    if shared_thresholds.shape[0] == 0:
+        return _profile_value(t, keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct,
+                              a_cost_q)
+    # candidates >= t among the decreasing shared thresholds; entry 0 of the counts is "nobody leaves"
+    lo = 0
+    hi = shared_thresholds.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if shared_thresholds[mid] >= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return objective_value(a0, a_correct, a_cost_q, d_correct[lo], d_cost[lo])
+
+
+@njit(cache=True)
+def bounded_minimum(keys, n_valid, code, saved, conf_col, n_reach, n_correct0, cost_base, a0, a_correct, a_cost_q,
+                    d_correct, d_cost):
+    """The paper's bounded minimisation of Eq. 13 for one exit, plus the exact minimum of the same column.
+
+    Parameters are those of :func:`scan_thresholds` plus ``conf_col``
+    (conf[p, k] in sample order) and two int64 [M + 1] work arrays.
+
+    Returns
+    -------
+    t, f : float64
+        scipy's bounded minimiser on [0, 1] (NaN, +inf when no sample reaches p).
+    exact_f : float64
+        The exact minimum over the candidate thresholds (+inf when none), a
+        lower bound of ``f`` used by the incremental rounds.
+    """
+    if n_reach == 0:
+        return np.nan, np.inf, np.inf
+    column_profile(keys, n_valid, code, saved, d_correct, d_cost)
+    exact_f = np.inf
+    for i in range(first_reaching(keys, n_valid, code, 2 * (saved.shape[0] - 1)), n_valid):
+        if keys[i] & LAST_BIT:
+            f = objective_value(a0, a_correct, a_cost_q, n_correct0 + d_correct[i + 1], cost_base - d_cost[i + 1])
+            if f < exact_f:
+                exact_f = f
+    empty = np.empty(0, np.float64)
+    t, f = fminbound(keys, n_valid, conf_col, d_correct, d_cost, n_correct0, cost_base, a0, a_correct, a_cost_q,
+                     empty)
+    return t, f, exact_f
+
+
+@njit(cache=True)
 def value_at_threshold(conf_col, pred_col, truth, t, code, saved, n_correct0, cost_base):
-    """Counts of the configuration with threshold t at the changed position (for the bounded method).
+    """Counts of the configuration with threshold t at the changed position.
 
     Parameters
     ----------
