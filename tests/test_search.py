@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -19,6 +20,7 @@ from dyce_search.problem import Problem
 from strategies import exit_caches, random_costs
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DIGITS_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "digits" / "cache-calibration.parquet"
 LAMBDAS = st.lists(st.sampled_from([0.0, 0.2, 0.5, 0.8, 1.0]) | st.floats(0, 1), min_size=1, max_size=3)
 
 
@@ -292,3 +294,45 @@ def test_nothing_allowed_gives_the_original_model(method):
     assert all(not c.enabled.any() for c in res.configs)
     assert np.allclose(res.table["rel_macs"], 1.0)
     assert math.isclose(res.table["rel_accuracy"].iloc[0], 1.0)
+
+
+def _shifted(cache, delta):
+    """The cache with every confidence moved by ``delta`` (as if recomputed on another machine)."""
+    from dyce_search.cache import ExitCache
+
+    conf = cache.conf.astype(np.float64) + delta
+    conf = np.where(np.isnan(conf), np.nan, np.clip(conf, 0.0, 1.0)).astype(np.float32)
+    fields = ("label", "pred", "final_pred", "final_conf", "backbone_macs", "exit_macs", "available", "total_macs",
+              "positions", "exit_types", "sample", "num_classes", "metadata")
+    return ExitCache(conf=conf, **{f: getattr(cache, f) for f in fields})
+
+
+def _on_recorded_values(cache, config):
+    """The same configuration with each threshold on the lowest confidence that leaves (the previous rule)."""
+    from dyce_search.config import Config
+    from dyce_search.evaluation import simulate
+
+    sim = simulate(cache, config)
+    t = config.thresholds.copy()
+    for p in np.flatnonzero(config.enabled):
+        leaving = sim.position == p
+        if leaving.any():
+            t[p] = float(cache.conf[p, config.exit_types[p]][leaving].min())
+    return Config(config.exit_types, t)
+
+
+def test_thresholds_survive_confidences_recomputed_a_few_ulps_off():
+    # Another machine recomputes confidences up to ~3e-7 differently; thresholds halfway
+    # between recorded confidences keep almost every sample where the search put it.
+    from dyce_search import ExitCache
+    from dyce_search.evaluation import simulate
+
+    cache = ExitCache.read(DIGITS_CALIBRATION)
+    result = run(cache, np.linspace(0, 1, 51), progress=False)
+    moved = {"placed": 0, "recorded": 0}
+    for config in result.configs:
+        for label, c in (("placed", config), ("recorded", _on_recorded_values(cache, config))):
+            base = simulate(cache, c).position
+            for delta in (-3e-7, 3e-7):
+                moved[label] += int((simulate(_shifted(cache, delta), c).position != base).sum())
+    assert moved["placed"] * 10 <= moved["recorded"], moved
