@@ -23,6 +23,8 @@ _LAZY = {
     "most_accurate": "targets",
     "front": "targets",
     "METHODS": "methods",
+    "select": "selection",
+    "split": "selection",
     "minimize_threshold": "thresholds",
     "SearchResult": "result",
     "load_result": "result",

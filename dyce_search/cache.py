@@ -308,31 +308,93 @@ class ExitCache:
             sample=self.sample[idx],
         )
 
-    def split(self, fraction: float, seed=0) -> tuple[ExitCache, ExitCache]:
-        """Random disjoint split of the samples, e.g. for calibration / test experiments.
+    def split(self, fractions, seed=0, names=None) -> tuple:
+        """Random disjoint parts of the samples, e.g. search / validation / test for a cache recorded once.
 
         Parameters
         ----------
-        fraction : float
-            Share of the samples in the first part, in (0, 1); the first part
-            gets ``round(fraction * M)`` samples and both parts at least one.
-        seed : int or numpy.random.Generator
+        fractions : float or sequence of float
+            One float f in (0, 1): two parts, the first with ``round(f * M)``
+            samples. A sequence: one part per entry, each in (0, 1] and summing
+            to at most 1 (the rest of the samples is left out); sizes are
+            ``floor(f_i * M)`` plus one for the largest remainders, so they add
+            up to ``round(sum(f) * M)``. Every part needs at least one sample.
+        seed : int
+            Seed of the permutation; equal arguments give equal parts.
+        names : sequence of str, optional
+            Part names (default ``search, validation, test`` for three parts,
+            ``search, validation`` for two, else ``part0, part1, ...``).
 
         Returns
         -------
-        (ExitCache, ExitCache)
-            Both keep the original sample order.
+        tuple of ExitCache
+            Each keeps the original sample order and sample ids; its
+            ``metadata["split"]`` is ``"<split>/<name>"`` and
+            ``metadata["split_from"]`` records the parent's samples digest,
+            the seed, the fractions and the part's name, so that tools can
+            tell parts of one split apart (see :attr:`samples_digest`).
         """
-        if not 0.0 < float(fraction) < 1.0:
-            raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+        scalar = np.ndim(fractions) == 0
+        if scalar:
+            try:
+                f = float(fractions)
+            except (TypeError, ValueError):
+                raise ValueError(f"fractions must be numbers, got {fractions!r}") from None
+            if not 0.0 < f < 1.0:
+                raise ValueError(f"fraction must be in (0, 1), got {fractions!r}")
+            shares = [f, 1.0 - f]
+        else:
+            try:
+                shares = [float(v) for v in fractions]
+            except (TypeError, ValueError):
+                raise ValueError(f"fractions must be numbers, got {fractions!r}") from None
+            if not shares or any(not 0.0 < v <= 1.0 for v in shares) or sum(shares) > 1.0 + 1e-9:
+                raise ValueError(f"fractions must be in (0, 1] and sum to at most 1, got {fractions!r}")
+        if names is None:
+            names = {2: ("search", "validation"), 3: ("search", "validation", "test")}.get(
+                len(shares), tuple(f"part{i}" for i in range(len(shares))))
+        names = tuple(str(n) for n in names)
+        if len(names) != len(shares) or len(set(names)) != len(names):
+            raise ValueError(f"need {len(shares)} distinct part names, got {names!r}")
         M = self.n_samples
-        n_first = int(round(float(fraction) * M))
-        if not 0 < n_first < M:
-            raise ValueError(f"fraction={fraction} of {M} samples leaves one part empty")
-        rng = np.random.default_rng(seed)
-        first = np.zeros(M, dtype=bool)
-        first[rng.permutation(M)[:n_first]] = True
-        return self.take(first), self.take(~first)
+        if scalar:
+            sizes = [int(round(shares[0] * M))]
+            sizes.append(M - sizes[0])
+        else:
+            exact = np.array(shares) * M
+            sizes = np.floor(exact).astype(int)
+            extra = int(round(sum(shares) * M)) - int(sizes.sum())
+            for i in np.argsort(-(exact - sizes), kind="stable")[:max(extra, 0)]:
+                sizes[i] += 1
+            sizes = [int(s) for s in sizes]
+        if min(sizes) < 1:
+            what = f"fraction={fractions}" if scalar else f"fractions={list(fractions)}"
+            raise ValueError(f"{what} of {M} samples leaves a part empty (sizes {sizes})")
+        order = np.random.default_rng(seed).permutation(M)
+        parent = self.metadata.get("split") or "split"
+        provenance = {"samples": self.samples_digest, "seed": int(seed) if np.ndim(seed) == 0 else None,
+                      "fractions": shares}
+        parts, start = [], 0
+        for name, size in zip(names, sizes):
+            mask = np.zeros(M, dtype=bool)
+            mask[order[start:start + size]] = True
+            start += size
+            part = self.take(mask)
+            md = dict(part.metadata, split=f"{parent}/{name}", split_from=dict(provenance, part=name))
+            parts.append(replace(part, metadata=md))
+        return tuple(parts)
+
+    @property
+    def samples_digest(self) -> str:
+        """SHA-256 (hex, 32 digits) of the sorted sample ids: equal for two caches of the same samples.
+
+        Results record the digest of the cache they were searched on, so a
+        validation cache holding the same samples is refused.
+        """
+        import hashlib
+
+        ids = np.sort(np.asarray(self.sample, dtype="<i8"))
+        return hashlib.sha256(ids.tobytes()).hexdigest()[:32]
 
     def select(self, positions=None, exit_types=None) -> ExitCache:
         """The cache restricted to some early positions and/or exit types (for ablations).

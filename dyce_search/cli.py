@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--test", metavar="CACHE", help="also evaluate every configuration on this cache (e.g. the test split)")
     parser.add_argument(
+        "--select-on",
+        metavar="CACHE",
+        help="with --max-drop: search the dense front on CACHE, then certify on this validation cache the cheapest "
+        "configuration whose drop holds on unseen data with probability >= 1 - delta (dyce_search.select); "
+        "it must hold other samples than CACHE",
+    )
+    parser.add_argument("--delta", type=float, default=0.1,
+                        help="with --select-on: allowed probability that a certified drop is exceeded; default: %(default)s")
+    parser.add_argument("--risk", choices=("accuracy", "agreement"), default="accuracy",
+                        help="with --select-on: what is certified: accuracy (needs labels) or agreement with the "
+                        "head (needs none); default: %(default)s")
+    parser.add_argument(
         "--out", metavar="FILE", help="save the search result: .json (readable without this package) or .parquet"
     )
     parser.add_argument(
@@ -111,6 +123,18 @@ def summary_table(result, test_table=None):
 
     table = result.table
     first = {"target": table["target"]} if "target" in table and table["lambda"].isna().all() else {}
+    if "certified" in table:
+        return pd.DataFrame({
+            "target": table["target"],
+            "rel_macs": table["rel_macs"],
+            "rel_accuracy": table["rel_accuracy"],
+            "val_rel_macs": table["validation_rel_macs"],
+            "val_rel_accuracy": table["validation_rel_accuracy"],
+            "risk_bound": table["risk_bound"],
+            "fallback": table["fallback"],
+            **({} if test_table is None else {"test_rel_macs": test_table["rel_macs"].to_numpy(),
+                                              "test_rel_accuracy": test_table["rel_accuracy"].to_numpy()}),
+        })
     out = pd.DataFrame(
         {
             **first,
@@ -143,6 +167,10 @@ def _run(args) -> int:
     from .cache import ExitCache
     from .costs import Costs
 
+    if args.select_on is not None and args.max_drop is None:
+        raise ValueError("--select-on needs --max-drop (the drops to certify)")
+    if args.select_on is None and (args.delta != 0.1 or args.risk != "accuracy"):
+        raise ValueError("--delta and --risk apply to --select-on only")
     targets = args.max_drop is not None or args.max_cost is not None or args.front
     if targets and args.method not in (None, "descent"):
         raise ValueError("--max-drop, --max-cost and --front search with the descent; drop --method "
@@ -161,10 +189,19 @@ def _run(args) -> int:
     cache = ExitCache.read(args.cache)
     costs = Costs.load(args.costs).check(cache) if args.costs else None
     test_cache = ExitCache.read(args.test) if args.test else None
+    validation = ExitCache.read(args.select_on) if args.select_on else None
+    if validation is not None and validation.samples_digest == cache.samples_digest:
+        raise ValueError(f"--select-on {args.select_on} holds the samples of {args.cache}; certify on another split")
 
     progress = False if args.quiet else None  # None: a bar when stderr is a terminal
     common = dict(objective=args.objective, costs=costs, progress=progress)
-    if drops is not None:
+    if validation is not None:
+        from .selection import select
+        from .targets import front
+
+        candidates = front(cache, lambdas=lambdas, **common)
+        result = select(candidates, validation, drops, delta=args.delta, risk=args.risk)
+    elif drops is not None:
         from .targets import cheapest
 
         result = cheapest(cache, drops, lambdas=lambdas, **common)

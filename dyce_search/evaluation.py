@@ -68,6 +68,9 @@ class Evaluation:
         M.
     labels_known : bool
     unit : str
+    conservative_rel_accuracy : float or None
+        With ``conservative=alpha``: A with every group's accuracy at its
+        Beta lower bound (:mod:`dyce_search.conservative`); f then uses it.
     """
 
     rel_accuracy: float
@@ -85,6 +88,7 @@ class Evaluation:
     n_samples: int
     labels_known: bool
     unit: str
+    conservative_rel_accuracy: float | None = None
 
     @property
     def rel_macs(self) -> float:
@@ -290,7 +294,8 @@ def slot_costs(costs: Costs, positions: np.ndarray, types: np.ndarray) -> np.nda
 # ------------------------------------------------------------------ public
 
 
-def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=None, problem=None) -> Evaluation:
+def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=None, problem=None,
+             conservative=None) -> Evaluation:
     """Metrics of configuration G = {k, t} on ``cache`` (Eq. 7-12).
 
     Parameters
@@ -308,6 +313,10 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
     problem : Problem, optional
         The prepared :class:`~dyce_search.problem.Problem` of ``cache`` (its
         reference labels and costs are reused; searches pass it).
+    conservative : float in (0, 1), optional
+        Also the released code's conservative accuracy (every exit group's
+        accuracy at its Beta lower bound, :mod:`dyce_search.conservative`),
+        which f then uses.
 
     Returns
     -------
@@ -349,6 +358,13 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
     # Eq. 11 as written: sum_n E_n * (cost of leaving at n), summed in slot order.
     cost_sum = float(np.dot(counts.astype(np.float64), prep.slot_cost))
     M = cache.n_samples
+    counted = n_correct
+    conservative_rel = None
+    if conservative is not None:
+        from .conservative import check_alpha, conservative_correct
+
+        counted = conservative_correct(exits, exits_correct, check_alpha(conservative))
+        conservative_rel = obj.rel_accuracy(counted)
     return Evaluation(
         rel_accuracy=obj.rel_accuracy(n_correct),
         rel_cost=obj.rel_cost(cost_sum),
@@ -359,12 +375,13 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
         position_accuracy=position_accuracy,
         n_correct=n_correct,
         cost_sum=cost_sum,
-        objective=None if lam is None else obj.value(lam, n_correct, cost_sum),
+        objective=None if lam is None else obj.value(lam, counted, cost_sum),
         lam=lam,
         objective_kind=obj.kind,
         n_samples=M,
         labels_known=prep.labels_known,
         unit=prep.costs.unit,
+        conservative_rel_accuracy=conservative_rel,
     )
 
 

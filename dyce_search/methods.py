@@ -81,6 +81,9 @@ class Method:
         Threshold minimisers it supports (``"exact"``, ``"bounded"``).
     search : callable
         ``search(problem, allowed, lambdas, coefs, threshold, options, bar) -> Found``.
+    conservative : bool
+        Whether it offers the released code's conservative objective
+        (:mod:`dyce_search.conservative`, with ``threshold="bounded"``).
     """
 
     name: str
@@ -89,6 +92,7 @@ class Method:
     paper: bool
     thresholds: tuple
     search: Callable
+    conservative: bool = False
 
 
 # ------------------------------------------------------------------ helpers
@@ -155,7 +159,16 @@ def single_pass_configs(problem, allowed, coefs, bounded, bar=None, seconds=None
     return _gather(out, L, [((P,), np.int64), ((P,), np.float64), ((), np.float64)])
 
 
+def _conservative(problem, allowed, lambdas, method, options, bar):
+    from .conservative import search
+
+    k, t, seconds = search(problem, allowed, lambdas, method, options["conservative"], options.get("max_rounds"), bar)
+    return Found(k, t, seconds)
+
+
 def _single_pass(problem, allowed, lambdas, coefs, threshold, options, bar):
+    if options.get("conservative") is not None:
+        return _conservative(problem, allowed, lambdas, "single_pass", options, bar)
     seconds = np.zeros(len(lambdas))
     k, t, _ = single_pass_configs(problem, allowed, coefs, threshold == "bounded", bar, seconds)
     return Found(k, t, seconds)
@@ -174,6 +187,8 @@ def iterative_configs(problem, allowed, coefs, bounded=False, max_rounds=None, b
 
 
 def _iterative(problem, allowed, lambdas, coefs, threshold, options, bar):
+    if options.get("conservative") is not None:
+        return _conservative(problem, allowed, lambdas, "iterative", options, bar)
     seconds = np.zeros(len(lambdas))
     k, t, _, rounds, scans = iterative_configs(problem, allowed, coefs, threshold == "bounded",
                                                options.get("max_rounds"), bar, seconds)
@@ -340,9 +355,9 @@ METHODS: dict[str, Method] = {
             _descent,
         ),
         Method("single_pass", "the paper's single-pass search (Algorithm 3)", "single-pass", True,
-               ("exact", "bounded"), _single_pass),
+               ("exact", "bounded"), _single_pass, conservative=True),
         Method("iterative", "the paper's iterative search (Algorithm 2)", "iterative", True,
-               ("exact", "bounded"), _iterative),
+               ("exact", "bounded"), _iterative, conservative=True),
         Method("baseline", "one exit type at every position with one shared threshold (paper Fig. 5)", "baseline",
                True, ("exact", "bounded"), _baseline),
     )

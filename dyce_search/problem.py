@@ -171,11 +171,12 @@ class Problem:
 
     # ------------------------------------------------------------ evaluation
 
-    def evaluate(self, config, lam=None):
+    def evaluate(self, config, lam=None, conservative=None):
         """:func:`dyce_search.evaluation.evaluate` of ``config`` on this problem."""
         from .evaluation import evaluate
 
-        return evaluate(self.cache, config, self.costs, objective=self.objective, lam=lam, problem=self)
+        return evaluate(self.cache, config, self.costs, objective=self.objective, lam=lam, problem=self,
+                        conservative=conservative)
 
 
 __all__ = ["Problem", "as_costs", "TARGET_TOLERANCE"]

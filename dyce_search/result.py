@@ -124,6 +124,7 @@ class SearchResult:
         seconds=None,
         extra: dict | None = None,
         metadata: dict | None = None,
+        conservative: float | None = None,
     ) -> "SearchResult":
         """Evaluate ``configs`` and build the result a search returns (every search builds its rows here).
 
@@ -148,6 +149,9 @@ class SearchResult:
             Additional per-row columns (e.g. number of rounds).
         metadata : dict, optional
             Added to :func:`search_metadata`.
+        conservative : float, optional
+            f is the conservative objective (:mod:`dyce_search.conservative`)
+            and a ``conservative_rel_accuracy`` column is added.
         """
         from .problem import Problem
 
@@ -159,7 +163,8 @@ class SearchResult:
         defined = _defined(problem.objective)
         rows = []
         for lam, config in zip(lambdas, configs):
-            ev = problem.evaluate(config, lam=lam if defined and not math.isnan(lam) else None)
+            ev = problem.evaluate(config, lam=lam if defined and not math.isnan(lam) else None,
+                                  conservative=conservative)
             rows.append(
                 {
                     "lambda": lam,
@@ -169,7 +174,10 @@ class SearchResult:
                     **_metric_row(ev, config),
                 }
             )
-        table = pd.DataFrame(rows, columns=["lambda", "method", "objective", "threshold", *METRIC_COLUMNS[:-1]])
+            if conservative is not None:
+                rows[-1]["conservative_rel_accuracy"] = ev.conservative_rel_accuracy
+        table = pd.DataFrame(rows, columns=["lambda", "method", "objective", "threshold", *METRIC_COLUMNS[:-1]]
+                             + (["conservative_rel_accuracy"] if conservative is not None else []))
         table["seconds"] = np.nan if seconds is None else np.asarray(seconds, dtype=np.float64)
         for name, values in (extra or {}).items():
             table[name] = list(values)
@@ -339,6 +347,81 @@ class SearchResult:
                 best = acc[i]
         return self.take(keep)
 
+    def choose(self, max_drop=None, max_cost=None) -> tuple[int, str]:
+        """The stored configuration that fits a budget: (row index, which figures decided it).
+
+        Exactly one of ``max_drop`` and ``max_cost`` must be given.
+
+        * ``max_drop``: the cheapest row whose drop fits. Rows certified by
+          :func:`dyce_search.select` fit when their certified ``target`` is
+          <= max_drop (cost: their cost on the validation split); a result
+          without certification falls back to the search split's figures
+          (drop ``1 - rel_accuracy``, cost ``rel_macs``), which are in-sample.
+        * ``max_cost``: the most accurate row whose cost is <= max_cost
+          (certified rows: the smallest certified drop, then the validation
+          accuracy; otherwise the search split's ``rel_accuracy``).
+
+        Ties go to the more accurate, then the earlier row.
+
+        Returns
+        -------
+        index : int
+        basis : str
+            ``"certified (delta=..., risk=...) on the validation split"`` or
+            ``"search split (in-sample)"``.
+
+        Raises
+        ------
+        ResultError
+            If no stored configuration fits (the message gives the range stored).
+        ValueError
+            If both or neither budget is given, or a budget is not a finite number >= 0.
+        """
+        if (max_drop is None) == (max_cost is None):
+            raise ValueError("give exactly one of max_drop and max_cost")
+        value = float(max_drop if max_drop is not None else max_cost)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"the budget must be a finite number >= 0, got {value!r}")
+        t = self._table
+        certified = "certified" in t.columns and "target" in t.columns and bool(t["certified"].all())
+        if certified:
+            md = self._metadata
+            basis = f"certified (delta={md.get('delta')}, risk={md.get('risk')}) on the validation split"
+            drop = t["target"].to_numpy(float)
+            cost = t["validation_rel_macs"].to_numpy(float)
+            accuracy = -drop + 1e-9 * t["validation_rel_accuracy"].to_numpy(float)
+        else:
+            basis = "search split (in-sample)"
+            accuracy = t["rel_accuracy"].to_numpy(float)
+            drop = 1.0 - accuracy
+            cost = t["rel_macs"].to_numpy(float)
+        rows = np.arange(len(t))
+        if max_drop is not None:
+            fits = np.flatnonzero(drop <= value + 1e-12)
+            if fits.size == 0:
+                raise ResultError(f"no stored configuration has a drop <= {value:g} ({basis}); the smallest "
+                                  f"stored is {np.nanmin(drop):g}")
+            best = fits[np.lexsort((rows[fits], -accuracy[fits], cost[fits]))[0]]
+        else:
+            fits = np.flatnonzero(cost <= value + 1e-12)
+            if fits.size == 0:
+                raise ResultError(f"no stored configuration costs <= {value:g} ({basis}); the cheapest stored "
+                                  f"costs {np.nanmin(cost):g}")
+            best = fits[np.lexsort((rows[fits], cost[fits], -accuracy[fits]))[0]]
+        return int(best), basis
+
+    def most_accurate(self) -> int:
+        """Row of the most accurate stored configuration (the cheaper on ties): where a deployed model starts."""
+        t = self._table
+        if "certified" in t.columns and "target" in t.columns and bool(t["certified"].all()):
+            key_acc = -t["target"].to_numpy(float)
+            cost = t["validation_rel_macs"].to_numpy(float)
+        else:
+            key_acc = t["rel_accuracy"].to_numpy(float)
+            cost = t["rel_macs"].to_numpy(float)
+        key_acc = np.where(np.isnan(key_acc), -np.inf, key_acc)
+        return int(np.lexsort((np.arange(len(t)), cost, -key_acc))[0])
+
     def take(self, rows) -> "SearchResult":
         """A new result holding ``rows`` (positions) in the given order."""
         rows = [int(i) for i in rows]
@@ -456,7 +539,9 @@ def search_metadata(source, *, method: str, threshold: str, objective: str | Non
     profile, format ``dyce-costs``), ``backbone, weights, dataset, split,
     num_classes, synthetic, positions, exit_types`` (names), ``total_macs,
     n_samples, labels_known, head_accuracy`` (A_ori of Eq. 10 on this cache,
-    agreement with the head when labels are unknown).
+    agreement with the head when labels are unknown), ``samples`` (the
+    cache's :attr:`~dyce_search.ExitCache.samples_digest`) and ``split_from``
+    (the provenance of a part made by :func:`dyce_search.split`, else null).
     """
     from .problem import Problem
 
@@ -488,6 +573,8 @@ def search_metadata(source, *, method: str, threshold: str, objective: str | Non
         "n_samples": int(cache.n_samples),
         "labels_known": bool(ref.labels_known),
         "head_accuracy": float(ref.head_accuracy),
+        "samples": cache.samples_digest,
+        "split_from": md.get("split_from"),
         "costs": costs.to_dict(),
     }
 

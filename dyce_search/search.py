@@ -104,6 +104,7 @@ def run(
     positions=None,
     exit_types=None,
     progress=None,
+    conservative=None,
 ):
     """Search one exit configuration per lambda (paper Sec. V-B).
 
@@ -138,6 +139,14 @@ def run(
         Exit types that may be used.
     progress : bool, optional
         tqdm bar over lambdas; default: when stderr is a terminal.
+    conservative : float in (0, 1), optional
+        The authors' released code's conservative objective: every exit
+        group's accuracy at the ``conservative`` quantile of its Beta
+        posterior (:mod:`dyce_search.conservative`). Only with
+        ``method="single_pass"`` or ``"iterative"`` and ``threshold="bounded"``
+        (the searches it was made for); a heuristic, not a guarantee
+        (:func:`dyce_search.select` certifies one). ``f`` in the table is then
+        the conservative objective and ``conservative_rel_accuracy`` its A.
 
     Returns
     -------
@@ -174,13 +183,21 @@ def run(
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if max_rounds is not None and (not isinstance(max_rounds, (int, np.integer)) or max_rounds < 1):
         raise ValueError(f"max_rounds must be a positive integer or None, got {max_rounds!r}")
+    if conservative is not None:
+        from .conservative import check_alpha
+
+        conservative = check_alpha(conservative)
+        if not entry.conservative or threshold != "bounded":
+            offered = [m.name for m in METHODS.values() if m.conservative]
+            raise ValueError(f"the conservative objective needs method in {offered} with threshold='bounded' (the "
+                             f"released code's searches); got method={method!r}, threshold={threshold!r}")
     if isinstance(cache, (str, Path)):
         cache = ExitCache.read(cache)
     problem = Problem(cache, costs, objective)
     problem.check_searchable()
     allowed = allowed_exits(cache, positions, exit_types)
     coefs = problem.coefficient_table(lambdas)
-    options = {"max_rounds": max_rounds, "baseline_type": baseline_type}
+    options = {"max_rounds": max_rounds, "baseline_type": baseline_type, "conservative": conservative}
     if method == "baseline":
         from .methods import baseline_types
 
@@ -202,9 +219,11 @@ def run(
         "allowed_positions": [int(p) for p in np.flatnonzero(allowed.any(axis=1))],
         "allowed_exit_types": [int(k) for k in np.flatnonzero(allowed.any(axis=0))],
         "search_seconds": total_seconds,
+        "conservative": conservative,
     }
     return SearchResult.from_configs(problem, configs, lambdas, method=method, threshold=threshold,
-                                     seconds=found.seconds, extra=found.columns, metadata=metadata)
+                                     seconds=found.seconds, extra=found.columns, metadata=metadata,
+                                     conservative=conservative)
 
 
 __all__ = ["run", "METHODS", "OBJECTIVES", "check_lambdas", "allowed_exits"]

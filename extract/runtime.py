@@ -23,6 +23,7 @@ a threshold.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ import torch
 from torch import nn
 
 from dyce_search.errors import DyceError, ResultError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DyCEModel", "UnknownConfigError", "check_result_fits", "exit_confidence", "exit_step", "threshold_float32"]
 
@@ -126,8 +129,10 @@ class DyCEModel(nn.Module):
     Notes
     -----
     The model is put in eval mode (BatchNorm statistics are frozen, as when the
-    exits were recorded). The first configuration is active after construction;
-    ``use()`` without arguments runs the original model (no early exit).
+    exits were recorded). After construction the most accurate stored
+    configuration is active (never the cheapest; with plain Configs, whose
+    accuracy is unknown, the original model); ``use()`` without arguments runs
+    the original model (no early exit).
     """
 
     def __init__(self, backbone: nn.Module, exits: nn.Module, configs):
@@ -136,17 +141,19 @@ class DyCEModel(nn.Module):
         self.exits = exits
         self._positions = tuple(p.name for p in backbone.positions)
         self._bank_types = _bank_exit_types(exits)
+        self._result = configs if hasattr(configs, "choose") else None
         configs, lambdas, type_names = _unpack_configs(configs, self._bank_types)
         self._configs = tuple(configs)
         self._lambdas = lambdas
+        self.selection_basis = None
         # index into the result's exit types -> index into the bank's exit types
         type_map = _match_exit_types(type_names, self._bank_types)
         self._plans = tuple(self._plan(i, c, type_map) for i, c in enumerate(self._configs))
         self._no_exit_plan = (None,) * len(self._positions)
         self._active = None
         self._active_plan = self._no_exit_plan
-        if self._configs:
-            self.use(0)
+        if self._result is not None and self._configs:
+            self.use(self._result.most_accurate())
         self.eval()
 
     # ------------------------------------------------------------------ build
@@ -224,24 +231,44 @@ class DyCEModel(nn.Module):
         """Names of the P early positions."""
         return self._positions
 
-    def use(self, index: int | None = None, lam: float | None = None) -> "DyCEModel":
-        """Activate a stored configuration by index or by lambda, in O(1).
+    def use(self, index: int | None = None, lam: float | None = None, *, max_drop: float | None = None,
+            max_cost: float | None = None) -> "DyCEModel":
+        """Activate a stored configuration by index, by lambda or by budget, in O(1).
 
         Only a reference to a precomputed plan is swapped: no weight is copied,
-        moved or reloaded. With neither argument, the original model runs (all
+        moved or reloaded. With no argument, the original model runs (all
         early exits disabled). Negative indices count from the end. Returns
         ``self``, so ``model.use(lam=0.3)(x)`` works.
+
+        ``max_drop`` / ``max_cost`` pick the cheapest configuration whose drop
+        fits, or the most accurate whose cost fits
+        (:meth:`dyce_search.SearchResult.choose`): by the certified figures
+        of a :func:`dyce_search.select` result, else by the search split's
+        (in-sample) figures; :attr:`selection_basis` says which, and the
+        choice is logged.
 
         Raises
         ------
         UnknownConfigError
-            If ``index`` is out of range or no stored configuration has ``lam``
-            (the message lists what is stored).
+            If ``index`` is out of range, no stored configuration has ``lam``
+            (the message lists what is stored), or none fits the budget.
         """
-        if index is not None and lam is not None:
-            raise ValueError("pass either index or lam, not both")
-        if lam is not None:
+        given = [a is not None for a in (index, lam, max_drop, max_cost)]
+        if sum(given) > 1:
+            raise ValueError("pass at most one of index, lam, max_drop and max_cost")
+        if max_drop is not None or max_cost is not None:
+            if self._result is None:
+                raise UnknownConfigError("the configurations were given without their metrics; select them by index")
+            try:
+                index, basis = self._result.choose(max_drop=max_drop, max_cost=max_cost)
+            except ResultError as e:
+                raise UnknownConfigError(str(e)) from None
+            self.selection_basis = basis
+            budget = f"max_drop={max_drop}" if max_drop is not None else f"max_cost={max_cost}"
+            logger.info("%s: configuration %d by the %s figures", budget, index, basis)
+        elif lam is not None:
             index = self._index_of_lambda(lam)
+            self.selection_basis = None
         if index is None:
             self._active, self._active_plan = None, self._no_exit_plan
             return self

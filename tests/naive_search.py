@@ -282,3 +282,55 @@ def exhaustive_target(prob, allowed, min_correct=None, max_cost=None):
         if _satisfies(nc, cs, min_correct, max_cost) and (best is None or key(nc, cs) < key(*best)):
             best = (nc, cs)
     return best
+
+
+def group_counts(prob, k_cfg, t_cfg):
+    """Samples and correct predictions leaving at each position (head last), by Algorithm 1."""
+    P, K, M = prob.conf.shape
+    exits = np.zeros(P + 1, np.int64)
+    correct = np.zeros(P + 1, np.int64)
+    for m in range(M):
+        out = P
+        for p in range(P):
+            k = int(k_cfg[p])
+            if k >= 0 and float(prob.conf[p, k, m]) >= float(t_cfg[p]):
+                out = p
+                break
+        ok = int(prob.final_correct[m]) if out == P else int(prob.pred[out, int(k_cfg[out]), m] == prob.truth[m])
+        exits[out] += 1
+        correct[out] += ok
+    return exits, correct
+
+
+def conservative_value(prob, lam, k_cfg, t_cfg, alpha):
+    """f with every exit group's accuracy at its Beta lower bound (the released code's conservative objective)."""
+    from dyce_search.conservative import conservative_correct
+
+    a0, a_correct, a_cost_q = prob.coefficients(lam)
+    exits, correct = group_counts(prob, k_cfg, t_cfg)
+    _, cost_sum = counts(prob, k_cfg, t_cfg)
+    return a0 + a_correct * conservative_correct(exits, correct, alpha) + a_cost_q * float(cost_sum)
+
+
+def conservative_single_pass(prob, lam, allowed, alpha):
+    """Algorithm 3 with scipy's bounded minimiser on the conservative f; returns (k, t)."""
+    from scipy.optimize import minimize_scalar
+
+    P, K, _ = prob.conf.shape
+    k_cfg = np.full(P, -1, np.int64)
+    t_cfg = np.full(P, np.nan)
+    f_min = conservative_value(prob, lam, k_cfg, t_cfg, alpha)
+    for p in range(P):
+        if not reaching(prob, k_cfg, t_cfg, p):
+            continue
+        choice = None
+        for k in range(K):
+            if not allowed[p, k]:
+                continue
+            res = minimize_scalar(lambda t: conservative_value(prob, lam, *with_change(k_cfg, t_cfg, p, k, t), alpha),
+                                  bounds=(0.0, 1.0), method="bounded")
+            if res.fun < f_min:
+                f_min, choice = res.fun, (k, float(res.x))
+        if choice is not None:
+            k_cfg, t_cfg = with_change(k_cfg, t_cfg, p, *choice)
+    return k_cfg, t_cfg

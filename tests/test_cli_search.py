@@ -252,3 +252,23 @@ def test_front(tmp_path, capsys, cache_files):
     result = load_result(out)
     assert result.metadata["method"] == "front"
     assert (np.diff(result.table["rel_macs"].to_numpy()) >= 0).all()
+
+
+def test_select_on_writes_a_certified_result(tmp_path, capsys, cache_files):
+    folder, calibration, test = cache_files
+    out = tmp_path / "certified.json"
+    status = main([str(folder / "calibration.parquet"), "--select-on", str(folder / "test.parquet"),
+                   "--max-drop", "0.05,0.2", "--lambdas", "0:1:0.25", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.splitlines()[0].split()[:3] == ["target", "rel_macs", "rel_accuracy"]
+    result = load_result(out)
+    assert result.metadata["method"] == "select" and result.table["certified"].all()
+    assert result.table["target"].tolist() == [0.05, 0.2]
+    calibration_path = str(folder / "calibration.parquet")
+    assert main([calibration_path, "--select-on", calibration_path, "--max-drop", "0.05"]) == 2
+    assert "certify on another split" in _error_line(capsys)
+    assert main([calibration_path, "--select-on", str(folder / "test.parquet")]) == 2
+    assert "--select-on needs --max-drop" in _error_line(capsys)
+    assert main([calibration_path, "--delta", "0.2"]) == 2
+    assert "--select-on only" in _error_line(capsys)

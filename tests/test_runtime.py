@@ -225,6 +225,8 @@ def test_empty_batch_and_all_leave_at_first_exit(tiny):
     P = len(backbone.positions)
     everyone_leaves = Config(np.array([0] + [-1] * (P - 1)), np.array([0.0] + [np.nan] * (P - 1)))
     model = DyCEModel(backbone, bank, [everyone_leaves])
+    assert model.active is None  # plain Configs: nothing known about their accuracy, the original model runs
+    model.use(0)
     logits, position = model(x[:0])
     assert logits.shape == (0, NUM_CLASSES) and position.shape == (0,)
     logits, position = model(x[:10])
@@ -253,6 +255,33 @@ def test_use_switches_without_touching_weights(tiny):
         assert torch.equal(t, values[name]), name
     assert model.configs == tuple(result.configs)
     assert model.lambdas == tuple(float(v) for v in result.lambdas)
+
+
+def test_starts_in_the_most_accurate_configuration_and_switches_by_budget(tiny):
+    backbone, bank, _, _, result = tiny
+    model = DyCEModel(backbone, bank, result)
+    table = result.table
+    start = model.active
+    assert table["rel_accuracy"].iloc[start] == table["rel_accuracy"].max()
+    assert table["rel_macs"].iloc[start] == table.loc[table["rel_accuracy"] == table["rel_accuracy"].max(),
+                                                      "rel_macs"].min()
+    for budget in (0.3, 0.6, 1.0):
+        fits = table[table["rel_macs"] <= budget]
+        if fits.empty:
+            with pytest.raises(UnknownConfigError, match="costs <="):
+                model.use(max_cost=budget)
+            continue
+        model.use(max_cost=budget)
+        assert table["rel_accuracy"].iloc[model.active] == fits["rel_accuracy"].max()
+        assert model.selection_basis == "search split (in-sample)"
+    drop = 1 - table["rel_accuracy"]
+    for level in (0.02, 0.1, 0.5):
+        fits = table[drop <= level + 1e-12]
+        if not fits.empty:
+            model.use(max_drop=level)
+            assert table["rel_macs"].iloc[model.active] == fits["rel_macs"].min()
+    with pytest.raises(ValueError, match="at most one"):
+        model.use(1, max_drop=0.1)
 
 
 def test_use_errors_name_what_is_stored(tiny):
@@ -415,6 +444,25 @@ def test_digits_run_loads_and_equals_simulation(digits_run, tmp_path):
     for i, (differ, borderline, executed, predicted) in enumerate(rows):
         assert differ == borderline, f"lambda {result.lambdas[i]}: {differ} differ, {borderline} borderline"
         assert executed == pytest.approx(predicted, rel=0.01)
+
+
+def test_digits_run_switches_by_certified_budget(digits_run):
+    import dyce_search
+
+    test, _, _ = digits_run
+    calibration = ExitCache.read(DIGITS_RUN / "cache-calibration.parquet")
+    validation, _ = dyce_search.split(test, (0.5, 0.5), seed=0, names=("validation", "test"))
+    front = dyce_search.front(calibration, lambdas=np.linspace(0, 1, 11), progress=False)
+    certified = dyce_search.select(front, validation, [0.02, 0.05, 0.1, 0.3])
+    model = DyCEModel.load(DIGITS_RUN, certified)
+    table = certified.table
+    assert table["target"].iloc[model.active] == 0.02  # the strongest certificate first
+    model.use(max_drop=0.1)
+    fits = table[table["target"] <= 0.1]
+    assert table["validation_rel_macs"].iloc[model.active] == fits["validation_rel_macs"].min()
+    assert model.selection_basis.startswith("certified (delta=0.1, risk=accuracy)")
+    with pytest.raises(UnknownConfigError, match="drop <= 0.01"):
+        model.use(max_drop=0.01)
 
 
 def test_digits_run_rejects_results_of_another_backbone(digits_run, tiny):

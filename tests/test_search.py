@@ -336,3 +336,33 @@ def test_thresholds_survive_confidences_recomputed_a_few_ulps_off():
             for delta in (-3e-7, 3e-7):
                 moved[label] += int((simulate(_shifted(cache, delta), c).position != base).sum())
     assert moved["placed"] * 10 <= moved["recorded"], moved
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(searches(max_samples=8), st.sampled_from([0.05, 0.1, 0.3]))
+def test_conservative_single_pass_equals_the_released_codes_search(args, alpha):
+    cache, costs, kind, lambdas, positions, types = args
+    prob = Problem(cache, costs, kind)
+    allowed = allowed_exits(cache, positions, types)
+    lam = lambdas[0]
+    result = run(cache, [lam], method="single_pass", threshold="bounded", conservative=alpha, costs=costs,
+                 objective=kind, positions=positions, exit_types=types, progress=False)
+    k, t = naive_search.conservative_single_pass(prob, lam, allowed, alpha)
+    assert _same(_configs(result)[0], (k, t))
+    row = result.table.iloc[0]
+    assert row["f"] == pytest.approx(naive_search.conservative_value(prob, lam, k, t, alpha), rel=1e-9, abs=1e-12)
+    assert result.metadata["conservative"] == alpha
+
+
+def test_conservative_objective_is_offered_where_the_released_code_has_it():
+    cache = synthetic.make_cache("resnet18", n_samples=300, n_classes=10)
+    for kwargs in ({"method": "descent"}, {"method": "single_pass"}, {"method": "baseline", "threshold": "bounded"}):
+        with pytest.raises(ValueError, match="conservative objective needs"):
+            run(cache, [0.5], conservative=0.1, progress=False, **kwargs)
+    with pytest.raises(ValueError, match=r"conservative must be in \(0, 1\)"):
+        run(cache, [0.5], method="iterative", threshold="bounded", conservative=1.0, progress=False)
+    it = run(cache, [0.5, 0.9], method="iterative", threshold="bounded", conservative=0.1, max_rounds=3,
+             progress=False)
+    for row, config in zip(it.table.to_dict("records"), it.configs):
+        ev = evaluate(cache, config, lam=row["lambda"], conservative=0.1)
+        assert row["f"] == ev.objective and row["conservative_rel_accuracy"] == ev.conservative_rel_accuracy
