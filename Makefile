@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench digits clean
+.PHONY: install demo test test-slow bench digits notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Search + analysis on the shipped real digits caches and synthetic ResNet-152/50-shaped
-# caches (Fig. 5 on ResNet-50, as in the paper). `make digits` re-creates the digits run.
+# caches, each with a held-out split (Fig. 5 on ResNet-50, as in the paper).
+# `make digits` re-creates the digits run.
 demo: $(STAMP)
 	$(PY) -m analysis data/digits/cache-calibration.parquet --test data/digits/cache-test.parquet \
-		--synthetic resnet152 --synthetic resnet50 --compare-on 2 --out reports/demo
+		--synthetic resnet152 --synthetic resnet50 --synthetic-test-samples 50000 --compare-on 2 --out reports/demo
 
 # Default test run (< 10 min on 2 cores); slow tests are opt-in.
 test: $(STAMP)
@@ -32,8 +33,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/evaluate.py --searched
 	$(PY) benchmarks/search.py
+	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/guarantees.py
+	$(PY) benchmarks/synthetic.py
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/runtime.py
+
+# Execute the notebooks and store them with their outputs (tests check the stored tables are current).
+notebooks: $(STAMP)
+	$(PY) -m analysis.run_notebooks
 
 # Re-create the shipped digits run (backbone, exits, caches) from scratch.
 digits: $(STAMP)

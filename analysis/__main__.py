@@ -44,7 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("caches", nargs="*", metavar="CACHE", help="exit cache files (Parquet) to search on")
     p.add_argument("--test", nargs="+", default=[], metavar="CACHE",
-                   help="test-split caches, paired with CACHE arguments in order (generalisation figure)")
+                   help="test-split caches, paired with CACHE arguments in order: held-out fronts with 95%% "
+                   "intervals, Table II on the test split and certified rows")
+    p.add_argument("--validation", nargs="+", default=[], metavar="CACHE",
+                   help="validation-split caches, paired with --test caches in order, on which select certifies "
+                   "the Table II levels (default: half of each test cache, the other half reports)")
+    p.add_argument("--delta", type=float, default=0.1, metavar="D",
+                   help="allowed violation probability of certified rows (default 0.1)")
+    p.add_argument("--risk", choices=("accuracy", "agreement"), default=None,
+                   help="risk select bounds (default: accuracy when the validation split is labelled)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="S",
+                   help="seed of the validation/test halves cut from a test cache (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--lambdas", default="0:1:0.01", type=_lambdas_argument,
                    help="lambda values of Eq. 12: start:stop:step (stop included) or a comma list (default 0:1:0.01)")
@@ -56,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a synthetic cache of this torchvision ResNet (e.g. resnet152); repeatable")
     p.add_argument("--synthetic-samples", type=int, default=50_000, metavar="N",
                    help="samples per synthetic cache (default 50000, the ImageNet validation set size)")
+    p.add_argument("--synthetic-test-samples", type=int, default=0, metavar="N",
+                   help="also draw N other samples of each synthetic model as its test split (halved into "
+                   "validation and test like any test cache; default 0: none)")
     p.add_argument("--fig3-position", default="0", metavar="P",
                    help="early position of Fig. 3: index or name (default 0, the first)")
     p.add_argument("--fig3-exit-type", default=None, metavar="K",
@@ -97,17 +110,33 @@ def _run(args) -> int:
         raise ValueError("give at least one CACHE or --synthetic BACKBONE")
     if len(args.test) > len(args.caches):
         raise ValueError(f"{len(args.test)} --test caches for {len(args.caches)} CACHE arguments (they pair in order)")
+    if len(args.validation) > len(args.test):
+        raise ValueError(f"{len(args.validation)} --validation caches for {len(args.test)} --test caches (they pair "
+                         "in order; certified rows are reported on the test split)")
     if args.synthetic_samples < 1:
         raise ValueError(f"--synthetic-samples must be >= 1, got {args.synthetic_samples}")
+    if args.synthetic_test_samples < 0 or args.synthetic_test_samples == 1:
+        raise ValueError(f"--synthetic-test-samples must be 0 or >= 2, got {args.synthetic_test_samples}")
     caches = [ExitCache.read(path) for path in args.caches]
     tests = [ExitCache.read(path) for path in args.test]
+    validations = [ExitCache.read(path) for path in args.validation]
     sources = list(args.caches)
     if args.synthetic:
         from dyce_search.synthetic import make_cache
 
+        n_test = args.synthetic_test_samples
+        if n_test:
+            tests += [None] * (len(caches) - len(tests))  # file caches without --test keep none
+        test_sources = list(args.test) + [""] * (len(tests) - len(args.test))
         for backbone in args.synthetic:
             caches.append(make_cache(backbone=backbone, n_samples=args.synthetic_samples))
             sources.append(f"synthetic {backbone}, {args.synthetic_samples:,} samples")
+            if n_test:
+                # another seed: other samples of the same model
+                tests.append(make_cache(backbone=backbone, n_samples=n_test, seed=1))
+                test_sources.append(f"synthetic {backbone}, {n_test:,} other samples (seed 1)")
+    else:
+        test_sources = list(args.test)
     options = ReportOptions(
         lambdas=args.lambdas,
         iterative=args.iterative,
@@ -117,10 +146,14 @@ def _run(args) -> int:
         disabled=args.disable_first,
         threshold=args.threshold,
         objective=args.objective,
+        delta=args.delta,
+        risk=args.risk,
+        split_seed=args.split_seed,
         progress=not args.quiet,
     )
-    tests = [NamedCache("test", cache, path) for cache, path in zip(tests, args.test)]
-    report = build_report(name_caches(caches, sources), args.out, tests, options)
+    tests = [NamedCache("test", cache, source) for cache, source in zip(tests, test_sources)]
+    validations = [NamedCache("validation", cache, path) for cache, path in zip(validations, args.validation)]
+    report = build_report(name_caches(caches, sources), args.out, tests, options, validations)
     if not args.quiet:
         print(f"wrote {len(report.files)} files; index: {report.index}")
     return 0

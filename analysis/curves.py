@@ -231,6 +231,59 @@ def curve_from_table(table: pd.DataFrame, pareto: bool = True, name: str | None 
     return frame
 
 
+def with_intervals(frame: pd.DataFrame, n_samples: int, confidence: float = 0.95) -> pd.DataFrame:
+    """``frame`` with ``accuracy_low`` / ``accuracy_high``: exact (Clopper-Pearson) intervals of ``accuracy``.
+
+    ``accuracy`` is a share of ``n_samples`` (so ``accuracy * n_samples`` is a
+    count of correct predictions).
+    """
+    from dyce_search.stats import binomial_interval
+
+    out = frame.copy()
+    k = np.rint(out["accuracy"].to_numpy(float) * n_samples).astype(np.int64)
+    low, high = binomial_interval(k, np.full(k.shape, int(n_samples)), confidence)
+    out["accuracy_low"] = np.atleast_1d(low)
+    out["accuracy_high"] = np.atleast_1d(high)
+    return out
+
+
+def held_out_curve(result, cache, name: str | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """The configurations of ``result``'s front, measured unchanged on another split, with exact intervals.
+
+    The rows are those of the search split's Pareto front (the configurations
+    a reader of the in-sample front would deploy), *not* re-filtered on
+    ``cache``: picking the front again on the held-out split would select on
+    it and flatter the curve.
+
+    Parameters
+    ----------
+    result : SearchResult
+        Searched on one split (e.g. :func:`dyce_search.front`).
+    cache : ExitCache
+        Another split of the same model (e.g. the test split).
+    name : str, optional
+        Curve label (``name`` column).
+    confidence : float
+        Of the exact (Clopper-Pearson) accuracy intervals.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`curve_from_table` measured on ``cache``, sorted
+        by their cost there, plus ``accuracy_low`` / ``accuracy_high``;
+        ``attrs["base_accuracy"]`` is A_ori on ``cache``.
+    """
+    rows = curve_from_table(result.table, pareto=True)["row"].to_numpy()
+    measured = curve_from_table(result.evaluate(cache), pareto=False)
+    frame = measured.set_index("row").loc[rows].reset_index().sort_values("rel_macs", kind="stable")
+    frame = with_intervals(frame.reset_index(drop=True), cache.n_samples, confidence)
+    if name is not None:
+        frame.insert(0, "name", name)
+    frame.attrs["base_accuracy"] = head_accuracy(cache)
+    frame.attrs["search_seconds"] = search_seconds(result)
+    return frame
+
+
 def search_seconds(result) -> float:
     """Total wall time of a search: ``metadata["search_seconds"]``, else the sum of the per-lambda ``seconds``."""
     total = result.metadata.get("search_seconds")
@@ -241,14 +294,58 @@ def search_seconds(result) -> float:
     return float(np.nansum(result.table["seconds"].to_numpy(float)))
 
 
-def tradeoff_curves(results: Mapping, pareto: bool = True) -> pd.DataFrame:
-    """:func:`tradeoff_curve` of several named results, stacked (long form, ``name`` first)."""
-    frames = [tradeoff_curve(r, pareto=pareto, name=str(n)) for n, r in results.items()]
-    if not frames:
+#: ``split`` of curves measured on the samples their search ran on.
+IN_SAMPLE = "search split (in-sample)"
+#: ``split`` of curves measured on a held-out split.
+HELD_OUT = "test split"
+
+
+def tradeoff_curves(results: Mapping, pareto: bool = True, on=None, in_sample: bool = True) -> pd.DataFrame:
+    """Trade-off curves of several named results, stacked (long form, ``name`` first).
+
+    Parameters
+    ----------
+    results : mapping of str to SearchResult
+    pareto : bool
+        In-sample curves keep only non-dominated configurations.
+    on : ExitCache or mapping of str to ExitCache, optional
+        A held-out split (for every result, or per name): those results are
+        measured there by :func:`held_out_curve`.
+    in_sample : bool
+        Also keep the in-sample curve of a result measured ``on`` a held-out
+        split (e.g. drawn dashed next to it).
+
+    Returns
+    -------
+    DataFrame
+        :func:`tradeoff_curve` / :func:`held_out_curve` rows with ``split``
+        (:data:`IN_SAMPLE` or :data:`HELD_OUT`); ``attrs["base_accuracy"]``
+        maps each name to A_ori on its held-out split if it has one, else on
+        its search split, and ``attrs["search_seconds"]`` each name to its
+        search time.
+    """
+    if not results:
         raise ResultError("no search results given")
+    held_out = {str(n): on for n in results} if on is not None and not isinstance(on, Mapping) else \
+        {str(n): c for n, c in (on or {}).items()}
+    unknown = sorted(set(held_out) - {str(n) for n in results})
+    if unknown:
+        raise ResultError(f"held-out caches given for unknown result(s) {unknown}")
+    frames, base, seconds = [], {}, {}
+    for n, r in results.items():
+        n = str(n)
+        curve = tradeoff_curve(r, pareto=pareto, name=n)
+        base[n], seconds[n] = curve.attrs["base_accuracy"], curve.attrs["search_seconds"]
+        if n in held_out:
+            test = held_out_curve(r, held_out[n], name=n)
+            frames.append(test.assign(split=HELD_OUT))
+            base[n] = test.attrs["base_accuracy"]
+            if not in_sample:
+                continue
+        frames.append(curve.assign(split=IN_SAMPLE))
     out = pd.concat(frames, ignore_index=True)
-    out.attrs["base_accuracy"] = {str(n): f.attrs["base_accuracy"] for n, f in zip(results, frames)}
-    out.attrs["search_seconds"] = {str(n): f.attrs["search_seconds"] for n, f in zip(results, frames)}
+    out.attrs["base_accuracy"] = base
+    out.attrs["search_seconds"] = seconds
     return out
 
 

@@ -60,6 +60,33 @@ def _original_marker(ax, x, accuracy, color="0.5", label=None):
     return line
 
 
+# An in-sample curve drawn next to its held-out one: dashed and lighter, so
+# the eye reads the held-out curve (what deployment meets) first.
+_IN_SAMPLE_STYLE = dict(linestyle="--", linewidth=1.0, marker=None, alpha=0.75)
+
+
+def _curve(ax, g, style, band=True, label=None):
+    """One trade-off curve of a long frame's group; a shaded band where it has accuracy intervals.
+
+    Returns the line; the band (a PolyCollection) is drawn first so the line
+    lies on top of it.
+    """
+    x = g["rel_macs"].to_numpy(float)
+    if band and "accuracy_low" in g and g["accuracy_low"].notna().all() and len(g):
+        step = "post" if style.get("drawstyle") == "steps-post" else None
+        ax.fill_between(x, g["accuracy_low"].to_numpy(float), g["accuracy_high"].to_numpy(float), step=step,
+                        color=style.get("color"), alpha=0.15, linewidth=0)
+    (line,) = ax.plot(x, g["accuracy"].to_numpy(float), label=label, **style)
+    return line
+
+
+def _split_style(style, split, mixed):
+    """``style`` for a curve of ``split``; in-sample curves next to held-out ones are dashed."""
+    if mixed and split == curves.IN_SAMPLE:
+        return {**style, **_IN_SAMPLE_STYLE}
+    return style
+
+
 def _tradeoff_axes(ax, title, relative_x=True, legend=True) -> None:
     """Labels, percent ticks, grid and legend shared by the accuracy-vs-MACs figures."""
     if relative_x:
@@ -161,7 +188,9 @@ class TradeoffDisplay:
     ----------
     frame : DataFrame
         Long form from :func:`analysis.curves.tradeoff_curves` (``name``
-        column), with ``attrs["base_accuracy"]`` a dict name -> A_ori.
+        column, ``split`` optional), with ``attrs["base_accuracy"]`` a dict
+        name -> A_ori. With several splits, ``lines_`` is keyed by
+        ``(name, split)``; held-out curves get their intervals as bands.
     total_macs : dict, optional
         name -> MACs of the original model, needed for ``x="absolute"``.
     title : str, optional
@@ -173,9 +202,15 @@ class TradeoffDisplay:
         self.title = title
 
     @classmethod
-    def from_results(cls, results: Mapping, pareto: bool = True, title=None):
-        """Curves of several named :class:`~dyce_search.SearchResult` (Pareto-filtered by default)."""
-        frame = curves.tradeoff_curves(results, pareto=pareto)
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None, in_sample: bool = True):
+        """Curves of several named :class:`~dyce_search.SearchResult` (Pareto-filtered by default).
+
+        ``on`` (a cache, or name -> cache) measures results on a held-out
+        split: drawn solid with 95 % exact intervals, the in-sample front
+        dashed next to it unless ``in_sample=False``
+        (:func:`analysis.curves.tradeoff_curves`).
+        """
+        frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=in_sample)
         total = {str(n): r.metadata.get("total_macs") for n, r in results.items()}
         return cls(frame, total, title)
 
@@ -205,13 +240,17 @@ class TradeoffDisplay:
         self.lines_, self.originals_ = {}, {}
         base = self.frame.attrs.get("base_accuracy", {})
         scale, unit = mac_scale(max((v for v in self.total_macs.values() if v), default=1))
-        style = dict(FRONT_STYLE)
-        style.update(kwargs)
+        splits = self.frame["split"] if "split" in self.frame else pd.Series(curves.IN_SAMPLE, self.frame.index)
+        mixed = splits.nunique() > 1
         for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
             color = f"C{i % 10}"
-            (self.lines_[name],) = ax.plot(
-                self._x(f["rel_macs"].to_numpy(float), name, x, scale), f["accuracy"], color=color, label=name, **style
-            )
+            own = splits.loc[f.index]
+            for split, g in f.groupby(own, sort=False):
+                style = _split_style(dict(FRONT_STYLE, color=color), split, own.nunique() > 1)
+                style.update(kwargs)
+                g = g.assign(rel_macs=self._x(g["rel_macs"].to_numpy(float), name, x, scale))
+                key = (name, split) if mixed else name
+                self.lines_[key] = _curve(ax, g, style, label=f"{name}, {split}" if mixed else name)
             if show_original and name in base:
                 self.originals_[name] = _original_marker(ax, self._x(np.array([1.0]), name, x, scale), base[name], color)
         if self.originals_:
@@ -244,9 +283,13 @@ class MethodComparisonDisplay:
         self.title = title
 
     @classmethod
-    def from_results(cls, results: Mapping, pareto: bool = True, title=None):
-        """Curves of named results (e.g. ``{"iterative": r1, "single-pass": r2, "baseline": r3}``)."""
-        frame = curves.tradeoff_curves(results, pareto=pareto)
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None):
+        """Curves of named results (e.g. ``{"iterative": r1, "single-pass": r2, "baseline": r3}``).
+
+        ``on``: a held-out cache every result's front is measured on (with
+        intervals) instead of its search split.
+        """
+        frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=False)
         frame["seconds"] = frame["name"].map(frame.attrs["search_seconds"])
         return cls(frame, title)
 
@@ -277,7 +320,7 @@ class MethodComparisonDisplay:
             style = dict(FRONT_STYLE, marker=markers[i % len(markers)], color=f"C{i % 10}")
             style.update(kwargs)
             label = f"{name} (search {format_seconds(seconds.get(name, np.nan))})"
-            (self.lines_[name],) = ax.plot(f["rel_macs"], f["accuracy"], label=label, **style)
+            self.lines_[name] = _curve(ax, f, style, label=label)
         self.original_ = None
         if show_original and base:
             self.original_ = _original_marker(ax, [1.0], next(iter(base.values())), label="original model")
@@ -310,12 +353,17 @@ class EnsembleDisplay:
         self.title = title
 
     @classmethod
-    def from_results(cls, cache, results: Mapping, costs=None, pareto=True, title=None):
-        """Standalone exits of ``cache`` plus named searched curves (e.g. ensemble, ablation)."""
-        standalone = curves.standalone_exits(cache, costs)
-        parts = [standalone.assign(series="standalone")]
-        for name, result in results.items():
-            parts.append(curves.tradeoff_curve(result, pareto=pareto).assign(series=str(name)))
+    def from_results(cls, cache, results: Mapping, costs=None, pareto=True, title=None, on=None):
+        """Standalone exits of ``cache`` plus named searched curves (e.g. ensemble, ablation).
+
+        ``on``: a held-out cache of the same model; the standalone exits and
+        the searched fronts are then measured there (fronts with intervals).
+        """
+        if on is not None:
+            curves.check_same_model(cache, on)
+        standalone = curves.standalone_exits(cache if on is None else on, costs)
+        searched = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=False)
+        parts = [standalone.assign(series="standalone"), searched.rename(columns={"name": "series"})]
         frame = pd.concat(parts, ignore_index=True)
         if title is None:
             title = f"{model_label(cache.metadata)}: ensemble vs standalone exits"
@@ -356,7 +404,7 @@ class EnsembleDisplay:
             g = f[f["series"] == name]
             style = dict(FRONT_STYLE, linewidth=2.0, color=colours[i % len(colours)], markersize=2.5)
             style.update(kwargs)
-            (self.lines_[name],) = ax.plot(g["rel_macs"], g["accuracy"], label=name, **style)
+            self.lines_[name] = _curve(ax, g, style, label=name)
         self.original_ = _original_marker(ax, [1.0], self.base_accuracy, label="original model")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
@@ -373,29 +421,40 @@ _STANDALONE_COLOURS = ("#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#e377c2", "#
 
 
 class GeneralisationDisplay:
-    """Configurations searched on one split, evaluated on both (calibration vs test).
+    """Configurations searched on one split, measured on a held-out one (search vs test split).
 
-    The configurations are the Pareto front on the calibration split; the test
-    curve shows the same configurations (not re-filtered on test).
+    The configurations are the search split's Pareto front; the held-out
+    curve shows the same configurations (not re-filtered there) with 95 %
+    exact intervals. Configurations :func:`dyce_search.select` certified can
+    be marked on it.
 
     Parameters
     ----------
     frame : DataFrame
-        Long form with ``split`` (``"calibration"``/``"test"``), ``row``,
-        ``lambda``, ``rel_macs``, ``accuracy``, ``rel_accuracy``.
+        Long form with ``split`` (:data:`analysis.curves.IN_SAMPLE` /
+        :data:`analysis.curves.HELD_OUT`), ``row``, ``lambda``, ``rel_macs``,
+        ``accuracy``, ``rel_accuracy`` (and intervals on the held-out rows).
     base_accuracy : dict
         split -> A_ori on that split.
+    certified : DataFrame, optional
+        :func:`analysis.tables.certified_levels` rows (measured on the
+        held-out split) with their ``accuracy``.
     title : str, optional
     """
 
-    def __init__(self, frame: pd.DataFrame, base_accuracy: Mapping, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, base_accuracy: Mapping, title: str | None = None,
+                 certified: pd.DataFrame | None = None):
         self.frame = frame
         self.base_accuracy = dict(base_accuracy)
         self.title = title
+        self.certified = certified
 
     @classmethod
-    def from_result(cls, result, test_cache, calibration_cache=None, title=None):
-        """Evaluate ``result``'s calibration Pareto front on ``test_cache``.
+    def from_result(cls, result, test_cache, calibration_cache=None, title=None, selected=None):
+        """Measure ``result``'s search-split Pareto front on ``test_cache``.
+
+        ``selected``: the :func:`dyce_search.select` result of the same
+        candidates (certified on a validation split), marked on the test curve.
 
         Raises
         ------
@@ -407,30 +466,34 @@ class GeneralisationDisplay:
         """
         if calibration_cache is not None:
             curves.check_same_model(calibration_cache, test_cache)
-        cal = curves.tradeoff_curve(result, pareto=True)
-        test_table = result.evaluate(test_cache)
-        test = curves.curve_from_table(test_table, pareto=False).set_index("row").loc[cal["row"]].reset_index()
-        frame = pd.concat([cal.assign(split="calibration"), test.assign(split="test")], ignore_index=True)
-        base = {"calibration": cal.attrs["base_accuracy"], "test": curves.head_accuracy(test_cache)}
+        name = model_label(result.metadata)
+        frame = curves.tradeoff_curves({name: result}, on=test_cache)
+        base = {curves.IN_SAMPLE: curves.base_accuracy(result), curves.HELD_OUT: curves.head_accuracy(test_cache)}
+        certified = None if selected is None else tables.certified_levels(selected, test_cache)
         if title is None:
-            title = f"{model_label(result.metadata)}: calibration vs test"
-        return cls(frame, base, title)
+            title = f"{name}: search split vs test split"
+        return cls(frame.drop(columns="name"), base, title, certified)
 
     def plot(self, ax=None, **kwargs):
-        """One line per split, the original model on each split as a star."""
+        """One line per split (held-out solid with its band, in-sample dashed), originals as stars,
+        certified configurations as diamonds."""
         ax, fig = _axes(ax)
         self.lines_, self.originals_ = {}, {}
         for i, (split, g) in enumerate(self.frame.groupby("split", sort=False)):
-            color = f"C{i}"
-            style = dict(marker="o", markersize=3, linewidth=1.4, color=color,
-                         linestyle="-" if split == "calibration" else "--")
+            color = "C0" if split == curves.HELD_OUT else "C1"
+            style = _split_style(dict(FRONT_STYLE, color=color), split, mixed=True)
             style.update(kwargs)
-            n = len(g)
-            (self.lines_[split],) = ax.plot(g["rel_macs"], g["accuracy"], label=f"{split} ({n} configurations)", **style)
+            self.lines_[split] = _curve(ax, g, style, label=f"{split} ({len(g)} configurations)")
             if split in self.base_accuracy:
                 self.originals_[split] = _original_marker(
-                    ax, [1.0], self.base_accuracy[split], color, label=f"original model ({split})"
+                    ax, [1.0], self.base_accuracy[split], color, label=f"original model, {split}"
                 )
+        self.certified_ = None
+        if self.certified is not None and len(self.certified):
+            c = self.certified
+            self.certified_ = ax.plot(c["rel_macs"], c["accuracy"], linestyle="none", marker="D", markersize=6,
+                                      markerfacecolor="none", markeredgecolor="C2", markeredgewidth=1.4,
+                                      label="certified by select (on the test split)")[0]
         _tradeoff_axes(ax, self.title)
         self.ax_, self.figure_ = ax, fig
         return self

@@ -16,6 +16,15 @@ Layout of the output folder::
     tables/table2[-<task>].{csv,md} Table II (text cells, "not reached")
     tables/table2-long[-<task>].csv Table II with lambda/accuracy of each choice
     results/<slug>-<search>.json    search results (dyce_search.load_result)
+
+Splits: every search runs on the cache it is given (the *search split*).
+Figures and tables measured there are labelled in-sample. With a test cache,
+Table II and the fronts are also measured on held-out data, with 95 %
+intervals, and :func:`dyce_search.select` certifies one configuration per
+Table II level on a *validation* split: the given validation cache, else
+half of the test cache (drawn with ``ReportOptions.split_seed``), the other
+half then being the test split every held-out figure uses, so that no
+reported number is measured on samples that chose it.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from dyce_search import CacheError
 
@@ -88,6 +98,17 @@ class ReportOptions:
         ``"bounded"``); fronts and Table II are always exact.
     objective : str
         Objective scale of every search (``"paper"``/``"normalized"``).
+    delta : float
+        Allowed violation probability of the certified Table II rows
+        (:func:`dyce_search.select`).
+    risk : str or None
+        Risk :func:`dyce_search.select` bounds; None: ``"accuracy"`` when the
+        validation split is labelled, else ``"agreement"``.
+    split_seed : int
+        Seed of the validation/test halves cut from a test cache when no
+        validation cache is given.
+    n_boot : int
+        Bootstrap resamples of the held-out Table II intervals.
     progress : bool
         Show a progress bar.
     """
@@ -101,7 +122,25 @@ class ReportOptions:
     levels: tuple = tables.PAPER_LEVELS
     threshold: str = "exact"
     objective: str = "paper"
+    delta: float = 0.1
+    risk: str | None = None
+    split_seed: int = 0
+    n_boot: int = 1000
     progress: bool = True
+
+
+@dataclass
+class HeldOut:
+    """The held-out splits of one model: ``validation`` certifies, ``test`` reports; None without a test cache."""
+
+    validation: object = None
+    test: object = None
+    validation_source: str = ""
+    test_source: str = ""
+
+    @property
+    def tested(self) -> bool:
+        return self.test is not None
 
 
 @dataclass
@@ -171,8 +210,10 @@ def save_figure(display, out: Path, stem: str) -> list[Path]:
 # ----------------------------------------------------------------- pipeline
 
 
-def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportOptions) -> None:
-    """Fail before any search: every test cache must match its calibration cache, options in range.
+def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportOptions,
+                 validations: Sequence = ()) -> None:
+    """Fail before any search: every test / validation cache must match its search cache and hold other
+    samples, options in range.
 
     Raises
     ------
@@ -185,12 +226,36 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
         raise CacheError("no caches given")
     if len(tests) > len(caches):
         raise CacheError(f"{len(tests)} test caches for {len(caches)} caches (--test pairs with the caches in order)")
-    for named, test in zip(caches, tests):
-        if test is not None:
+    if len(validations) > len(tests):
+        raise CacheError(f"{len(validations)} validation caches for {len(tests)} test caches (each validation "
+                         "cache pairs with a test cache: certified rows are reported on the test split)")
+    for i, (named, test) in enumerate(zip(caches, tests)):
+        validation = validations[i] if i < len(validations) else None
+        held = {"test": test, "validation": validation}
+        for what, cache in held.items():
+            if cache is None:
+                continue
             try:
-                curves.check_same_model(named.cache, test)
+                curves.check_same_model(named.cache, cache, "search cache", f"{what} cache")
             except CacheError as e:
-                raise CacheError(f"test cache for {named.name!r}: {e}") from None
+                raise CacheError(f"{what} cache for {named.name!r}: {e}") from None
+            if cache.samples_digest == named.cache.samples_digest:
+                raise CacheError(f"{what} cache for {named.name!r} holds exactly the samples of the search cache; "
+                                 "held-out figures need other samples")
+        if validation is not None and test is None:
+            raise CacheError(f"a validation cache for {named.name!r} without a test cache: certified rows are "
+                             "reported on the test split")
+        if validation is not None and validation.samples_digest == test.samples_digest:
+            raise CacheError(f"validation and test caches for {named.name!r} hold the same samples; the certified "
+                             "rows would be measured on the samples that chose them")
+    if not 0.0 < float(options.delta) < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {options.delta}")
+    from dyce_search.selection import RISKS
+
+    if options.risk is not None and options.risk not in RISKS:
+        raise ValueError(f"risk must be one of {tuple(RISKS)}, got {options.risk!r}")
+    if options.n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {options.n_boot}")
     lam = np.asarray(options.lambdas, dtype=float)
     if lam.ndim != 1 or lam.size == 0 or not np.all((lam >= 0) & (lam <= 1)):
         raise ValueError("lambdas must be a non-empty list of values in [0, 1]")
@@ -256,19 +321,26 @@ class _Output:
         return sorted({Path(p) for p in every})
 
 
-def build_report(caches, out, test_caches=None, options: ReportOptions | None = None) -> Report:
+def build_report(caches, out, test_caches=None, options: ReportOptions | None = None,
+                 validation_caches=None) -> Report:
     """Run the searches and write every figure, table and the index into ``out``.
 
     Parameters
     ----------
     caches : sequence of ExitCache or NamedCache
-        Calibration caches (the searches run on these).
+        Search caches (the searches run on these).
     out : path
         Output folder (created once the inputs are checked).
-    test_caches : sequence of ExitCache or NamedCache, optional
-        Paired with ``caches`` in order for the generalisation figure (the
-        names of NamedCache test caches are ignored, their sources shown).
+    test_caches : sequence of ExitCache, NamedCache or None, optional
+        Paired with ``caches`` in order (None: that cache has none):
+        held-out figures, Table II on the test split and its certified rows
+        (the names of NamedCache test caches are ignored, their sources
+        shown).
     options : ReportOptions, optional
+    validation_caches : sequence of ExitCache or NamedCache, optional
+        Paired with ``test_caches`` in order: where :func:`dyce_search.select`
+        certifies. A test cache without one is cut in two halves
+        (validation, test) with ``options.split_seed``.
 
     Returns
     -------
@@ -277,7 +349,8 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     Raises
     ------
     CacheError
-        If a test cache does not match its calibration cache (before anything is written).
+        If a test or validation cache does not match its search cache or
+        repeats its samples (before anything is written).
     ResultError
         If results cannot be compared.
     """
@@ -293,19 +366,18 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
         named = list(caches)
     else:
         named = name_caches([c.cache if isinstance(c, NamedCache) else c for c in caches])
-    tests = list(test_caches or [])
-    test_sources = [t.source if isinstance(t, NamedCache) else "" for t in tests]
-    tests = [t.cache if isinstance(t, NamedCache) else t for t in tests]
-    check_inputs(named, tests, options)
-    tests += [None] * (len(named) - len(tests))
-    test_sources += [""] * (len(named) - len(test_sources))
+    tests = [t if isinstance(t, NamedCache) else NamedCache("test", t) for t in (test_caches or [])]
+    validations = [v if isinstance(v, NamedCache) else NamedCache("validation", v) for v in (validation_caches or [])]
+    check_inputs(named, [t.cache for t in tests], options, [v.cache for v in validations])
+    held = _held_out_splits(named, tests, validations, options)
 
     groups: dict[tuple, list[NamedCache]] = {}
     for n in named:
         groups.setdefault(task_key(n.cache), []).append(n)
+    n_tested = sum(h.tested for h in held.values())
     n_steps = (
         5 * len(named)  # front, Table II search, Fig. 3, Fig. 6 (with its ablation front), exit distribution
-        + sum(t is not None for t in tests)
+        + 2 * n_tested  # select, held-out figure
         + 2 * len(groups)  # Fig. 4, Table II
         + 2  # Fig. 5: the paper's methods, plot
     )
@@ -314,19 +386,50 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     step = _Steps(n_steps, options.progress)
     try:
         results, targets = _searches(named, options, output, step)
-        _fig3(named, options, output, step)
-        _fig4_and_table_ii(groups, results, targets, options.levels, output, step)
-        methods = _fig5(named[options.compare_on], results, options, output, step)
-        _fig6(named, results, options, output, step)
-        _generalisation(named, tests, results, output, step)
+        selected = _select(named, held, results, options, output, step)
+        _fig3(named, held, options, output, step)
+        _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step)
+        methods = _fig5(named[options.compare_on], held, results, options, output, step)
+        _fig6(named, held, results, options, output, step)
+        _generalisation(named, held, results, selected, output, step)
         _exit_distribution(named, targets, options, output, step)
     finally:
         step.close()
-    index = _write_text(
-        output.out / "README.md",
-        _index(output, named, list(zip(tests, test_sources)), options, results, methods),
-    )
+    index = _write_text(output.out / "README.md", _index(output, named, held, options, results, methods, selected))
     return Report(out=output.out, index=index, files=sorted(set(output.files()) | {index}))
+
+
+def _held_out_splits(named, tests, validations, options) -> dict:
+    """name -> :class:`HeldOut`; a test cache without a validation cache is halved (validation, test)."""
+    from dyce_search import split
+    from dyce_search.objective import reference_labels
+
+    held = {}
+    for i, n in enumerate(named):
+        if i >= len(tests) or tests[i].cache is None:
+            held[n.name] = HeldOut()
+            continue
+        test = tests[i]
+        if i < len(validations):
+            h = HeldOut(validations[i].cache, test.cache, validations[i].source, test.source)
+        else:
+            validation, rest = split(test.cache, (0.5, 0.5), seed=options.split_seed, names=("validation", "test"))
+            where = test.source or "the test cache"
+            h = HeldOut(validation, rest, f"half of {where} (split seed {options.split_seed})",
+                        f"other half of {where} (split seed {options.split_seed})")
+        if options.risk == "accuracy" and not reference_labels(h.validation)[1]:
+            raise CacheError(f"validation split for {n.name!r} has unlabelled samples; risk='accuracy' needs "
+                             "labels (risk='agreement' does not)")
+        held[n.name] = h
+    return held
+
+
+def _risk(options, validation) -> str:
+    from dyce_search.objective import reference_labels
+
+    if options.risk is not None:
+        return options.risk
+    return "accuracy" if reference_labels(validation)[1] else "agreement"
 
 
 def _run_options(options: ReportOptions) -> dict:
@@ -360,26 +463,60 @@ def _searches(named, options, output, step) -> tuple[dict, dict]:
     return results, targets
 
 
-def _fig3(named, options, output, step) -> None:
+def _select(named, held, results, options, output, step) -> dict:
+    """name -> :func:`dyce_search.select` of the front at the Table II levels, for models with a test split."""
+    from dyce_search import select
+
+    selected = {}
+    for n in named:
+        h = held[n.name]
+        if not h.tested:
+            continue
+        step(f"select: {n.name}")
+        selected[n.name] = select(results[n.name], h.validation, max_drop=list(options.levels), delta=options.delta,
+                                  risk=_risk(options, h.validation))
+        output.result(selected[n.name], f"{n.slug}-certified")
+        step.done()
+    return selected
+
+
+def _risk_samples(selected) -> int:
+    """n of the binomial tests of a select result (validation samples the risk counts)."""
+    return int(selected.metadata["validation"].get("risk_samples", selected.metadata["validation"]["n_samples"]))
+
+
+def _measured_on(h) -> str:
+    """Title suffix naming the split a figure is measured on."""
+    return curves.HELD_OUT if h.tested else curves.IN_SAMPLE
+
+
+def _fig3(named, held, options, output, step) -> None:
     for n in named:
         step(f"Fig. 3: {n.name}")
-        d = ThresholdCurveDisplay.from_cache(n.cache, options.threshold_position, options.threshold_exit_type).plot()
+        h = held[n.name]
+        # a threshold curve is not fitted to its split; the held-out one is what deployment meets
+        cache = h.test if h.tested else n.cache
+        d = ThresholdCurveDisplay.from_cache(cache, options.threshold_position, options.threshold_exit_type).plot()
         a = d.frame.attrs
-        output.figure("fig3", f"{n.name}: exit {a['exit_type']} at position {a['position']}",
+        split = curves.HELD_OUT if h.tested else curves.IN_SAMPLE
+        output.figure("fig3", f"{n.name}: exit {a['exit_type']} at position {a['position']} ({split})",
                       f"fig3-threshold-{n.slug}", d)
         step.done()
 
 
-def _fig4_and_table_ii(groups, results, targets, levels, output, step) -> None:
+def _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step) -> None:
     """One Fig. 4 and one Table II per task: accuracies of different tasks do not compare."""
     import matplotlib.pyplot as plt
 
+    levels = options.levels
     for (dataset, n_classes), members in groups.items():
         suffix = "" if len(groups) == 1 else f"-{slugify(dataset)}-{n_classes}"
         task = f"{dataset}, {n_classes} classes"
         group = {n.name: results[n.name] for n in members}
+        on = {n.name: held[n.name].test for n in members if held[n.name].tested}
         step(f"Fig. 4: {task}")
-        d = TradeoffDisplay.from_results(group, title=f"DyCE trade-off ({task})")
+        where = "test split, 95% intervals" if on else curves.IN_SAMPLE
+        d = TradeoffDisplay.from_results(group, title=f"DyCE trade-off ({task}; {where})", on=on)
         if len(group) > 1:
             # relative MACs put every original model at 100%; absolute MACs show how backbones compare
             fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", sharey=True)
@@ -396,7 +533,18 @@ def _fig4_and_table_ii(groups, results, targets, levels, output, step) -> None:
         step.done()
 
         step(f"Table II: {task}")
-        long = tables.table_ii({n.name: targets[n.name] for n in members}, levels)
+        parts = []
+        for n in members:
+            h = held[n.name]
+            if h.tested:
+                parts.append(tables.table_ii_held_out(n.name, targets[n.name], results[n.name], selected[n.name],
+                                                      h.test, levels, n_boot=options.n_boot,
+                                                      seed=options.split_seed))
+            else:
+                parts.append(tables.table_ii({n.name: targets[n.name]}, levels).assign(basis=tables.IN_SAMPLE_BASIS))
+        long = pd.concat(parts, ignore_index=True)
+        first = ["model", "basis"]
+        long = long[first + [c for c in long.columns if c not in first]]
         wide = tables.table_ii_wide(long)
         md = tables.to_markdown(wide)
         paths = [
@@ -408,7 +556,7 @@ def _fig4_and_table_ii(groups, results, targets, levels, output, step) -> None:
         step.done()
 
 
-def _fig5(compare, results, options, output, step) -> dict:
+def _fig5(compare, held, results, options, output, step) -> dict:
     """Every search method on one cache; returns label -> SearchResult."""
     from dyce_search import METHODS
 
@@ -424,13 +572,15 @@ def _fig5(compare, results, options, output, step) -> dict:
             output.result(result, f"{compare.slug}-{slugify(label)}")
     step.done()
     step("Fig. 5")
-    d = MethodComparisonDisplay.from_results(methods, title=f"{compare.name}: search methods").plot()
+    h = held[compare.name]
+    d = MethodComparisonDisplay.from_results(methods, title=f"{compare.name}: search methods ({_measured_on(h)})",
+                                             on=h.test).plot()
     output.figure("fig5", compare.name, f"fig5-methods-{compare.slug}", d)
     step.done()
     return methods
 
 
-def _fig6(named, results, options, output, step) -> None:
+def _fig6(named, held, results, options, output, step) -> None:
     from dyce_search import front
 
     k = options.disabled
@@ -445,18 +595,21 @@ def _fig6(named, results, options, output, step) -> None:
             )
         elif k:
             note = f"ablation skipped: the cache has only {n.cache.n_positions} early positions"
-        d = EnsembleDisplay.from_results(n.cache, searched, title=f"{n.name}: ensemble vs standalone exits").plot()
+        h = held[n.name]
+        d = EnsembleDisplay.from_results(n.cache, searched, on=h.test,
+                                         title=f"{n.name}: ensemble vs standalone exits ({_measured_on(h)})").plot()
         output.figure("fig6", n.name, f"fig6-ensemble-{n.slug}", d, note)
         step.done()
 
 
-def _generalisation(named, tests, results, output, step) -> None:
-    for n, test in zip(named, tests):
-        if test is None:
+def _generalisation(named, held, results, selected, output, step) -> None:
+    for n in named:
+        h = held[n.name]
+        if not h.tested:
             continue
-        step(f"generalisation: {n.name}")
-        d = GeneralisationDisplay.from_result(results[n.name], test, n.cache,
-                                              title=f"{n.name}: calibration vs test").plot()
+        step(f"held out: {n.name}")
+        d = GeneralisationDisplay.from_result(results[n.name], h.test, n.cache, selected=selected[n.name],
+                                              title=f"{n.name}: search split vs test split").plot()
         output.figure("generalisation", n.name, f"generalisation-{n.slug}", d)
         step.done()
 
@@ -465,7 +618,7 @@ def _exit_distribution(named, targets, options, output, step) -> None:
     for n in named:
         step(f"exit distribution: {n.name}")
         d = ExitDistributionDisplay.from_result(targets[n.name], n.cache, levels=options.levels,
-                                                title=f"{n.name}: where samples exit").plot()
+                                                title=f"{n.name}: where samples exit ({curves.IN_SAMPLE})").plot()
         output.figure("distribution", n.name, f"exit-distribution-{n.slug}", d)
         step.done()
 
@@ -482,71 +635,85 @@ _SECTION_TEXT = {
         "Fig. 3: accuracy and fraction exited vs threshold",
         "One exit alone: as its confidence threshold t rises, fewer samples leave there (dashed) "
         "but those that do are classified more accurately (solid). The dotted line is the "
-        "original model's accuracy.",
+        "original model's accuracy. Measured on the test split where there is one.",
     ),
     "fig4": (
         "Fig. 4: accuracy vs relative MACs",
         "Dense non-dominated front of each backbone (`dyce_search.front`: the descent over all "
         "lambdas merged with the cheapest configuration for every accuracy level it met); stars are "
         "the original models (100% MACs). Accuracy is absolute so backbones compare. A configuration "
-        "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps.",
+        "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps. Where a "
+        "model has a test split, its front's configurations are measured there (solid, shaded: 95% exact "
+        "binomial intervals) and the search split's front is dashed: that curve is in-sample, the "
+        "thresholds were fitted to those samples.",
     ),
     "fig5": (
         "Fig. 5: search methods",
         "Every search method on one cache: the descent's dense front, the paper's iterative "
         "(Algorithm 2) and single-pass (Algorithm 3) searches, and the baseline that uses one exit "
         "type everywhere with one shared threshold (the best type), each the Pareto front of its "
-        "lambda sweep, drawn as steps; legends give each search's total time.",
+        "lambda sweep, drawn as steps; legends give each search's total time. The title says whether "
+        "the curves are measured on the search split (in-sample) or on the test split.",
     ),
     "fig6": (
         "Fig. 6: ensemble vs standalone exits",
         "Each dot is one exit used alone with threshold 0 (every sample leaves there), dashed "
         "lines join the positions of one exit type; solid lines are the dense fronts of searched "
-        "ensembles, with and without the first positions.",
+        "ensembles, with and without the first positions. The title says which split they are measured on.",
     ),
     "generalisation": (
-        "Generalisation: calibration vs test",
-        "Configurations on the calibration split's dense front, evaluated unchanged on the test split.",
+        "Held out: search split vs test split",
+        "The search split's front (dashed, in-sample) and the same configurations measured unchanged on "
+        "the test split (solid, shaded: 95% exact intervals). Diamonds: the configurations `dyce_search.select` "
+        "certified on the validation split for each Table II level, measured on the test split.",
     ),
     "distribution": (
         "Exit distribution",
         "Fraction of samples leaving at each position (last: the original head) for the "
-        "configurations Table II reports.",
+        "configurations Table II reports, on the search split (in-sample).",
     ),
 }
 
 
-def _index(output, named, tests, options, results, methods) -> str:
+def _index(output, named, held, options, results, methods, selected) -> str:
     out, sections, result_files = output.out, output.sections, output.results
     lam = np.asarray(options.lambdas, dtype=float)
+    any_test = any(h.tested for h in held.values())
     lines = [
         "# DyCE analysis report",
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python -m analysis`.",
         f"Searches: {lam.size} lambda values in [{lam.min():g}, {lam.max():g}], objective "
         f"`{options.objective}` (Eq. 12). Fronts and Table II: exact descent (`dyce_search.front`, "
-        f"`dyce_search.cheapest`); the paper's methods in Fig. 5: threshold minimisation `{options.threshold}`. "
-        "Every figure and table is measured on the split the search ran on (in-sample) unless it says test.",
+        f"`dyce_search.cheapest`); the paper's methods in Fig. 5: threshold minimisation `{options.threshold}`.",
+        "",
+        "**Splits.** Every search runs on the *search split*; a figure or table measured there is labelled "
+        "in-sample (biased upwards: the thresholds were fitted to those samples). "
+        + ("Models with a test split are also measured on it, with 95% intervals, and `dyce_search.select` "
+           f"certifies one configuration per Table II level on a separate validation split (δ = {options.delta:g}: "
+           "each certified drop holds on unseen data with probability at least "
+           f"{100 * (1 - options.delta):g}%)." if any_test else
+           "No test split was given: every figure and table below is in-sample."),
         "",
         "## Inputs",
         "",
-        "| model | source | dataset | split | samples | classes | early positions | exit types | original accuracy | front search |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | role | source | dataset | split | samples | classes | early positions | exit types | original accuracy | front search |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, (test, test_source) in zip(named, tests):
-        c, md = n.cache, n.cache.metadata
-        seconds = format_seconds(curves.search_seconds(results[n.name]))
-        acc = f"{100 * curves.head_accuracy(c):.2f}%"
-        lines.append(
-            f"| {n.name} | {n.source or '-'} | {md.get('dataset') or '-'} | {md.get('split') or '-'} | "
-            f"{c.n_samples:,} | {c.num_classes} | {c.n_positions} | {', '.join(c.exit_types)} | {acc} | {seconds} |"
-        )
-        if test is not None:
-            lines.append(
-                f"| {n.name} (test) | {test_source or '-'} | {test.metadata.get('dataset') or '-'} | {test.metadata.get('split') or '-'} | "
-                f"{test.n_samples:,} | {test.num_classes} | {test.n_positions} | {', '.join(test.exit_types)} | "
-                f"{100 * curves.head_accuracy(test):.2f}% | - |"
-            )
+
+    def row(name, role, cache, source, seconds="-"):
+        md = cache.metadata
+        acc = f"{100 * curves.head_accuracy(cache):.2f}%"
+        return (f"| {name} | {role} | {source or '-'} | {md.get('dataset') or '-'} | {md.get('split') or '-'} | "
+                f"{cache.n_samples:,} | {cache.num_classes} | {cache.n_positions} | {', '.join(cache.exit_types)} | "
+                f"{acc} | {seconds} |")
+
+    for n in named:
+        h = held[n.name]
+        lines.append(row(n.name, "search", n.cache, n.source, format_seconds(curves.search_seconds(results[n.name]))))
+        if h.tested:
+            lines.append(row(n.name, "validation (select)", h.validation, h.validation_source))
+            lines.append(row(n.name, "test", h.test, h.test_source))
     from dyce_search.objective import reference_labels
 
     if any(not reference_labels(c.cache)[1] for c in named):
@@ -557,14 +724,44 @@ def _index(output, named, tests, options, results, methods) -> str:
         "## Table II: required MACs for a given accuracy drop",
         "",
         f"Relative MACs of the cheapest configuration whose accuracy drop relative to the original model "
-        f"(1 - A, Eq. 10) is at most {levels}, found by `dyce_search.cheapest` (constrained exact descent, "
-        f"started from the front's configurations) on the search split. \"{tables.NOT_REACHED}\" means no "
-        "configuration keeps the accuracy within that level.",
+        f"(1 - A, Eq. 10) is at most {levels}. Rows by basis:",
+        "",
+        f"- *{tables.IN_SAMPLE_BASIS}*: `dyce_search.cheapest` (constrained exact descent, started from the "
+        "front's configurations) chosen and measured on the search split.",
+    ]
+    if any_test:
+        lines += [
+            f"- *{tables.HELD_OUT_BASIS}*: among the front's configurations, the cheapest that meets the level "
+            f"on the test split, with a 95% bootstrap interval ({options.n_boot} resamples of the test split). "
+            "Chosen with hindsight: a lower bound on what the search split's configurations can deliver there.",
+            f"- *{tables.certified_basis(options.delta)}*: the configuration `dyce_search.select` certified on the "
+            "validation split, measured on the test split. \"no exit certified\" means the validation split "
+            "could not support the level and the original model is the answer; \"exceeded on test\" marks "
+            f"a level the test split violates (expected for at most δ = {options.delta:g} of such draws).",
+        ]
+    lines += [
+        "",
+        f"\"{tables.NOT_REACHED}\" means no configuration keeps the accuracy within that level.",
         "",
     ]
     for task, md, paths in output.tables:
         links = " · ".join(f"[{p.name}]({_rel(out, p)})" for p in paths)
         lines += [f"### {task}", "", md, links, ""]
+    if selected:
+        lines += ["### Certification", ""]
+        for name, sel in selected.items():
+            t = sel.table
+            md = sel.metadata
+            lines.append(f"- {name}: risk `{md['risk']}`, δ = {md['delta']:g}, {md['validation']['n_samples']:,} "
+                         "validation samples; " + "; ".join(
+                             f"drop ≤ {tables.level_label(r['target'])}: "
+                             + ("no exit certified" if r["fallback"] else
+                                f"bound {100 * r['risk_bound']:.2f}% (p = {r['p_value']:.3g})")
+                             for _, r in t.iterrows()))
+        lines += ["", "With n validation samples (for risk `accuracy`: those the original model classifies correctly) "
+                  "no drop below 1 - δ^(1/n) can be certified, even by a configuration that never errs: "
+                  + "; ".join(f"{name}: {100 * (1 - sel.metadata['delta'] ** (1 / max(1, _risk_samples(sel)))):.2f}%"
+                              for name, sel in selected.items()) + ".", ""]
     lines += ["## Figures", ""]
     for key, entries in sections.items():
         if not entries:

@@ -123,23 +123,203 @@ def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def table_ii_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """The printed Table II: one row per model, one column per level, as text.
+def held_out_levels(result, cache, levels: Sequence[float] = PAPER_LEVELS, n_boot: int = 1000, seed: int = 0,
+                    confidence: float = 0.95) -> pd.DataFrame:
+    """Table II on another split: for each level, the cheapest configuration of ``result`` that meets it *there*.
 
-    Cells read like ``"64.1%"`` (relative MACs) or ``"not reached"``; the
-    ``base accuracy`` column gives A_ori in percent.
+    The configurations were searched on one split; their drop and cost are
+    measured on ``cache`` (e.g. the test split), the original model (no
+    early exit, drop 0, cost 1) included, so every level is met. The level's
+    relative MACs get a percentile bootstrap interval: the test samples are
+    resampled ``n_boot`` times and the level recomputed each time.
+
+    Returns
+    -------
+    DataFrame
+        One row per level: ``level``, ``reached`` (always True),
+        ``rel_macs``, ``low``, ``high``, ``rel_accuracy``, ``accuracy``,
+        ``lambda`` and ``row`` (-1 for the original model).
     """
-    models = list(dict.fromkeys(long["model"]))
+    from dyce_search.evaluation import simulate
+    from dyce_search.objective import reference
+
+    levels = _check_levels(levels)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    ref = reference(cache)
+    result.check_cache(cache)
+    costs = result._stored_costs(cache)
+    M = cache.n_samples
+    correct = np.empty((M, len(result) + 1), np.float32)
+    cost = np.empty((M, len(result) + 1), np.float64)
+    for j, config in enumerate(result.configs):
+        sim = simulate(cache, config, costs)
+        correct[:, j] = sim.correct
+        cost[:, j] = sim.cost
+    correct[:, -1] = ref.head_correct
+    cost[:, -1] = costs.total
+    head = ref.head_correct.astype(np.float64)
+    total = costs.total
+    lam = np.append(result.table["lambda"].to_numpy(float), np.nan)
+    rows_index = np.append(np.arange(len(result)), -1)
+
+    def levels_for(weights):
+        """[n_levels, B] cheapest feasible relative cost under bootstrap weights [B, M]."""
+        n_correct = weights @ correct
+        n_head = weights @ head
+        rel_cost = (weights @ cost) / (weights.sum(axis=1, keepdims=True) * total)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drop = 1.0 - n_correct / n_head[:, None]
+        out = np.empty((len(levels), weights.shape[0]))
+        for i, level in enumerate(levels):
+            out[i] = np.where(drop <= level + _TOLERANCE, rel_cost, np.inf).min(axis=1)
+        return out, drop, rel_cost
+
+    observed, drop, rel_cost = levels_for(np.ones((1, M)))
+    rng = np.random.default_rng(seed)
+    boot = []
+    for start in range(0, n_boot, 100):
+        b = min(100, n_boot - start)
+        weights = np.stack([np.bincount(rng.integers(0, M, M), minlength=M) for _ in range(b)]).astype(np.float64)
+        boot.append(levels_for(weights)[0])
+    boot = np.concatenate(boot, axis=1)
+    alpha = 1.0 - confidence
+    rows = []
+    for i, level in enumerate(levels):
+        j = int(np.flatnonzero(rel_cost[0] == observed[i, 0])[0])
+        rows.append(dict(level=level, reached=True, rel_macs=float(observed[i, 0]),
+                         low=float(np.quantile(boot[i], alpha / 2)), high=float(np.quantile(boot[i], 1 - alpha / 2)),
+                         rel_accuracy=float(1.0 - drop[0, j]), accuracy=float(correct[:, j].mean()),
+                         **{"lambda": lam[j]}, row=int(rows_index[j])))
+    return pd.DataFrame(rows, columns=["level", "reached", "rel_macs", "low", "high", "rel_accuracy", "accuracy",
+                                       "lambda", "row"])
+
+
+def certified_levels(selected, cache) -> pd.DataFrame:
+    """The configurations :func:`dyce_search.select` certified, measured on another split (e.g. the test split).
+
+    Returns
+    -------
+    DataFrame
+        One row per certified level: ``level``, ``reached`` (True),
+        ``rel_macs``, ``rel_accuracy`` and ``accuracy`` on ``cache``, ``held`` (the drop
+        on ``cache`` is within the level), ``fallback`` and ``risk_bound``.
+    """
+    table = selected.table
+    if "target" not in table or "fallback" not in table:
+        raise ResultError("not a result of dyce_search.select: no target/fallback columns")
+    measured = selected.evaluate(cache)
+    drop = 1.0 - measured["rel_accuracy"].to_numpy(float)
+    return pd.DataFrame({
+        "level": table["target"].to_numpy(float),
+        "reached": True,
+        "rel_macs": measured["rel_macs"].to_numpy(float),
+        "rel_accuracy": measured["rel_accuracy"].to_numpy(float),
+        "accuracy": measured["accuracy"].to_numpy(float),
+        "held": drop <= table["target"].to_numpy(float) + _TOLERANCE,
+        "fallback": table["fallback"].to_numpy(bool),
+        "risk_bound": table["risk_bound"].to_numpy(float),
+    })
+
+
+#: ``basis`` of Table II rows chosen and measured on the search split.
+IN_SAMPLE_BASIS = "search split (in-sample)"
+#: ``basis`` of rows chosen and measured on the test split among the searched configurations.
+HELD_OUT_BASIS = "test split (best in hindsight)"
+
+
+def certified_basis(delta: float) -> str:
+    """``basis`` of rows :func:`dyce_search.select` certified on a validation split, measured on the test split."""
+    return f"certified (δ = {delta:g}), on test split"
+
+
+def table_ii_held_out(name: str, searched, front, selected, test, levels: Sequence[float] = PAPER_LEVELS,
+                      n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Table II of one model three ways: in-sample, on the test split, and certified.
+
+    Parameters
+    ----------
+    name : str
+        Model name (``model`` column).
+    searched : SearchResult
+        Table II search on the search split (e.g. :func:`dyce_search.cheapest`).
+    front : SearchResult
+        Candidates of the held-out rows (e.g. :func:`dyce_search.front`).
+    selected : SearchResult
+        :func:`dyce_search.select` of ``front`` at ``levels`` on a validation split.
+    test : ExitCache
+        The test split: neither searched nor used by ``select``.
+
+    Returns
+    -------
+    DataFrame
+        Long form, one row per basis and level: ``model``, ``basis``
+        (:data:`IN_SAMPLE_BASIS`, :data:`HELD_OUT_BASIS`,
+        :func:`certified_basis`), ``base_accuracy`` (A_ori on the split the
+        row is measured on), ``total_macs`` and the columns of
+        :func:`required_macs`, :func:`held_out_levels` (``low``/``high``:
+        bootstrap interval) and :func:`certified_levels` (``held``,
+        ``fallback``, ``risk_bound``); NaN where a column does not apply.
+    """
+    from .curves import head_accuracy
+
+    levels = _check_levels(levels)
+    delta = selected.metadata.get("delta")
+    if delta is None:
+        raise ResultError("selected is not a result of dyce_search.select (no delta in its metadata)")
+    if sorted(selected.table["target"].to_numpy(float)) != sorted(levels):
+        raise ResultError(f"selected certifies levels {list(selected.table['target'])}, Table II needs {list(levels)}")
+    in_sample = table_ii({name: searched}, levels).assign(basis=IN_SAMPLE_BASIS)
+    a_test = head_accuracy(test)
+    total = searched.metadata.get("total_macs")
+    held = held_out_levels(front, test, levels, n_boot=n_boot, seed=seed).assign(
+        model=name, basis=HELD_OUT_BASIS, base_accuracy=a_test, total_macs=total)
+    certified = certified_levels(selected, test).assign(
+        model=name, basis=certified_basis(float(delta)), base_accuracy=a_test, total_macs=total)
+    out = pd.concat([in_sample, held, certified], ignore_index=True)
+    first = ["model", "basis", "base_accuracy", "total_macs"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def table_ii_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """The printed Table II: one row per model (and basis), one column per level, as text.
+
+    Cells read like ``"64.1%"`` (relative MACs), ``"64.1% [58.2–70.3]"``
+    where the row has a bootstrap interval, ``"100.0% (no exit certified)"``
+    for a certified row that fell back to the original model, with
+    ``" — exceeded on test"`` appended where a certified drop did not hold on
+    the test split, or ``"not reached"``. The ``base accuracy`` column gives
+    A_ori in percent on the split the row is measured on; a ``basis`` column
+    appears when ``long`` has one.
+    """
+    keys = ["model", "basis"] if "basis" in long else ["model"]
     levels = list(dict.fromkeys(long["level"]))
-    out = pd.DataFrame(index=pd.Index(models, name="model"))
-    base = long.groupby("model", sort=False)["base_accuracy"].first()
-    out["base accuracy"] = [f"{100 * base[m]:.2f}%" for m in models]
-    for level in levels:
-        sel = long[long["level"] == level].set_index("model")
-        out[f"MACs at drop ≤ {level_label(level)}"] = [
-            f"{100 * sel.loc[m, 'rel_macs']:.1f}%" if sel.loc[m, "reached"] else NOT_REACHED for m in models
-        ]
+    rows = []
+    for key, g in long.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        row["base accuracy"] = f"{100 * g['base_accuracy'].iloc[0]:.2f}%"
+        by_level = g.set_index("level")
+        for level in levels:
+            row[f"MACs at drop ≤ {level_label(level)}"] = _macs_cell(by_level.loc[level]) if level in by_level.index \
+                else ""
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index("model")
     return out
+
+
+def _macs_cell(r) -> str:
+    if not bool(r["reached"]):
+        return NOT_REACHED
+    text = f"{100 * r['rel_macs']:.1f}%"
+    low, high = r.get("low", np.nan), r.get("high", np.nan)
+    if pd.notna(low) and pd.notna(high):
+        text += f" [{100 * low:.1f}–{100 * high:.1f}]"
+    if pd.notna(r.get("fallback", np.nan)) and bool(r["fallback"]):
+        text += " (no exit certified)"
+    if pd.notna(r.get("held", np.nan)) and not bool(r["held"]):
+        text += " — exceeded on test"
+    return text
 
 
 def to_markdown(frame: pd.DataFrame, index: bool = True) -> str:

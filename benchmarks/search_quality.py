@@ -177,9 +177,9 @@ def _tiny_cache(rng, P, K, M):
 _PREVIOUS_SINGLE_PASS = """
 import sys, time, numpy as np
 sys.path.insert(0, sys.argv[1])
-from dyce_search import run
+from dyce_search import ExitCache, run
 from dyce_search.synthetic import make_cache
-cache = make_cache("resnet152", n_samples=int(sys.argv[2]), seed=0)
+cache = ExitCache.read(sys.argv[2])  # the very cache timed here, whatever the other checkout's generator makes
 lambdas = np.round(np.linspace(0, 1, 101), 12)
 run(make_cache("resnet18", n_samples=300, n_classes=10), [0.5], method="single_pass", progress=False)
 t0 = time.perf_counter()
@@ -202,8 +202,12 @@ def timing(samples, previous):
         "descent / single_pass": rows["descent"][0] / rows["single_pass"][0],
     }
     if previous:
-        done = subprocess.run([sys.executable, "-c", _PREVIOUS_SINGLE_PASS, previous, str(samples)],
-                              capture_output=True, text=True, check=True)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = cache.write(os.path.join(folder, "timing.parquet"))
+            done = subprocess.run([sys.executable, "-c", _PREVIOUS_SINGLE_PASS, previous, str(path)],
+                                  capture_output=True, text=True, check=True)
         before = float(done.stdout.strip().splitlines()[-1])
         table.loc["single_pass (previous checkout)", "seconds"] = before
         ratios["single_pass / previous single_pass"] = rows["single_pass"][0] / before

@@ -180,7 +180,8 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
         ``validation_rel_macs``, ``validation_rel_accuracy``,
         ``validation_accuracy`` and ``searched_by`` (the candidate's method).
         ``metadata`` adds ``method = "select"``, ``delta``, ``risk``,
-        ``procedure`` and ``validation`` (samples digest, size, split).
+        ``procedure`` and ``validation`` (samples digest, size, the n of
+        the binomial tests as ``risk_samples``, split).
 
     Raises
     ------
@@ -256,6 +257,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
         "procedure": "Learn-then-Test: fallback procedure (fixed-sequence testing when spread = 1) from the most "
                      "to the least expensive candidate on the search split, exact binomial p-values",
         "validation": {"samples": validation_cache.samples_digest, "n_samples": int(validation_cache.n_samples),
+                       "risk_samples": int(counts[0, 1]),
                        "split": validation_cache.metadata.get("split"),
                        "split_from": validation_cache.metadata.get("split_from")},
     }

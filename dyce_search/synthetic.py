@@ -157,7 +157,10 @@ def make_cache(backbone: str = "resnet152", n_samples: int = 50_000, n_classes: 
     n_classes : int
         Number of classes (>= 2); also sets the output width of the fc and exits.
     seed : int
-        Seed of the generator; equal arguments give identical caches.
+        Seed of the generator, in [0, 2^31); equal arguments give identical
+        caches. The backbone fixes the model, the seed draws the samples: two
+        seeds are two disjoint sample sets of one model (sample ids
+        ``seed * 2^32 + i``), e.g. a search and a test split.
 
     Returns
     -------
@@ -171,7 +174,11 @@ def make_cache(backbone: str = "resnet152", n_samples: int = 50_000, n_classes: 
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     if not isinstance(n_classes, (int, np.integer)) or isinstance(n_classes, bool) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
     M, C = int(n_samples), int(n_classes)
+    if M >= 2**32:
+        raise ValueError(f"n_samples must be below 2**32, got {M}")
 
     blocks, total_macs = resnet_blocks(backbone, num_classes=C)
     early = blocks[:-1]
@@ -228,7 +235,7 @@ def make_cache(backbone: str = "resnet152", n_samples: int = 50_000, n_classes: 
         total_macs=total_macs,
         positions=tuple(b.name for b in early),
         exit_types=tuple(e["name"] for e in PAPER_EXIT_TYPES),
-        sample=np.arange(M, dtype=np.int64),
+        sample=(np.int64(seed) << np.int64(32)) + np.arange(M, dtype=np.int64),
         num_classes=C,
         metadata={
             "backbone": backbone,

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def cache_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("caches")
     paths = {}
-    for name, backbone, seed in (("cal", "resnet18", 0), ("test", "resnet18", 1), ("other", "resnet34", 2)):
+    for name, backbone, seed in (("cal", "resnet18", 0), ("test", "resnet18", 1), ("other", "resnet34", 2),
+                                 ("validation", "resnet18", 3)):
         paths[name] = make_cache(backbone=backbone, n_samples=800, n_classes=50, seed=seed).write(folder / f"{name}.parquet")
     return paths
 
@@ -59,6 +60,7 @@ def test_cli_writes_every_figure_table_and_index(cache_files, tmp_path, capsys):
         "tables/table2.md",
         "tables/table2-long.csv",
         f"results/{slug}-front.json",
+        f"results/{slug}-certified.json",
         f"results/{slug}-table2.json",
         f"results/{slug}-single-pass.json",
         f"results/{slug}-iterative.json",
@@ -83,7 +85,20 @@ def test_cli_writes_every_figure_table_and_index(cache_files, tmp_path, capsys):
     assert "## Table II" in readme
 
     table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
-    assert list(table.columns) == ["base accuracy", "MACs at drop ≤ 5.0%", "MACs at drop ≤ 2.0%", "MACs at drop ≤ 0.5%"]
+    assert list(table.columns) == ["basis", "base accuracy", "MACs at drop ≤ 5.0%", "MACs at drop ≤ 2.0%",
+                                   "MACs at drop ≤ 0.5%"]
+    assert table["basis"].tolist() == ["search split (in-sample)", "test split (best in hindsight)",
+                                       "certified (δ = 0.1), on test split"]
+    assert table.iloc[1, 2].count("[") == 1  # bootstrap interval on the test split
+    # the test cache was halved: one half certifies, the other reports
+    assert "| validation (select) | half of" in readme and "| test | other half of" in readme
+    certified = load_result(out / "results" / f"{slug}-certified.json")
+    assert certified.metadata["method"] == "select" and certified.metadata["validation"]["n_samples"] == 400
+    assert certified.metadata["validation"]["split"] == "val/validation"
+    fig4 = pd.read_csv(out / "data" / "fig4-tradeoff.csv")
+    assert set(fig4["split"]) == {"test split", "search split (in-sample)"}
+    held = fig4[fig4["split"] == "test split"]
+    assert (held["accuracy_low"] <= held["accuracy"]).all() and (held["accuracy"] <= held["accuracy_high"]).all()
     assert load_result(out / "results" / f"{slug}-single-pass.json").table["lambda"].size == 11
     front = load_result(out / "results" / f"{slug}-front.json")
     assert front.metadata["method"] == "front" and (front.table["method"] == "cheapest").any()
@@ -101,12 +116,15 @@ def test_cli_levels_reached_from_one_lambda_and_no_iterative(cache_files, tmp_pa
     assert main([str(cache_files["cal"]), "--out", str(out), "--lambdas", "0", "--no-iterative",
                  "--disable-first", "7", "--quiet"]) == 0
     table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
-    assert not (table.iloc[0, 1:] == "not reached").any()
+    assert not (table.iloc[0, 2:] == "not reached").any()
     readme = (out / "README.md").read_text()
     assert "ablation skipped: the cache has only 7 early positions" in readme
     assert "iterative search was not run" in readme
     assert not (out / "results" / "resnet18-synthetic-iterative.json").exists()
     assert not list((out / "figures").glob("generalisation-*"))
+    assert "every figure and table below is in-sample" in readme
+    assert set(pd.read_csv(out / "data" / "fig4-tradeoff.csv")["split"]) == {"search split (in-sample)"}
+    assert table["basis"].eq("search split (in-sample)").all()
 
 
 def test_cli_several_backbones_share_fig4_and_table(cache_files, tmp_path):
@@ -125,6 +143,10 @@ def test_cli_several_backbones_share_fig4_and_table(cache_files, tmp_path):
     [
         (["{cal}", "--test", "{other}"], "test cache .* backbone"),
         (["{cal}", "--test", "{test}", "{test}"], "2 --test caches for 1"),
+        (["{cal}", "--validation", "{test}"], "1 --validation caches for 0 --test"),
+        (["{cal}", "--test", "{test}", "--validation", "{test}"], "validation and test caches .* same samples"),
+        (["{cal}", "--test", "{cal}"], "exactly the samples of the search cache"),
+        (["{cal}", "--test", "{test}", "--delta", "1.5"], "delta"),
         (["{missing}"], "no such file"),
         (["{cal}", "--lambdas", "0:2:0.1"], "--lambdas"),
         (["{cal}", "--fig3-position", "layer9.9"], "unknown position"),
@@ -171,3 +193,33 @@ def test_cache_names_are_unique_and_file_safe():
     assert slugify("ResNet-152 (synthetic) #2") == "resnet-152-synthetic-2"
     assert slugify("///") == "model"
     assert task_key(a) == task_key(b) != task_key(make_cache(backbone="resnet18", n_samples=50, n_classes=20))
+
+
+def test_cli_separate_validation_cache(cache_files, tmp_path):
+    out = tmp_path / "validated"
+    assert main([str(cache_files["cal"]), "--test", str(cache_files["test"]), "--validation",
+                 str(cache_files["validation"]), "--out", str(out), "--lambdas", "0:1:0.25", "--no-iterative",
+                 "--delta", "0.2", "--quiet"]) == 0
+    certified = load_result(out / "results" / "resnet18-synthetic-certified.json")
+    assert certified.metadata["delta"] == 0.2 and certified.metadata["validation"]["n_samples"] == 800
+    readme = (out / "README.md").read_text()
+    assert f"| validation (select) | {cache_files['validation']} |" in readme
+    table = pd.read_csv(out / "tables" / "table2.csv", index_col=0)
+    assert "certified (δ = 0.2), on test split" in table["basis"].tolist()
+
+
+def test_cli_synthetic_models_with_their_own_test_split(cache_files, tmp_path):
+    out = tmp_path / "synthetic"
+    assert main([str(cache_files["cal"]), "--synthetic", "resnet18", "--synthetic-samples", "600",
+                 "--synthetic-test-samples", "600", "--out", str(out), "--lambdas", "0:1:0.5", "--no-iterative",
+                 "--quiet"]) == 0
+    # 50 vs 1000 classes: one Table II per task
+    table = pd.concat([pd.read_csv(p) for p in sorted((out / "tables").glob("table2-imagenet*.csv"))])
+    # the file cache has no test split: in-sample only; the synthetic model gets all three rows
+    assert table.groupby("model")["basis"].apply(list).to_dict() == {
+        "resnet18 (synthetic) val": ["search split (in-sample)"],
+        "resnet18 (synthetic) val #2": ["search split (in-sample)", "test split (best in hindsight)",
+                                    "certified (δ = 0.1), on test split"],
+    }
+    readme = (out / "README.md").read_text()
+    assert "| resnet18 (synthetic) val #2 | test | other half of synthetic resnet18, 600 other samples (seed 1)" in readme

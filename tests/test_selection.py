@@ -216,3 +216,49 @@ def test_select_holds_on_unseen_data_within_binomial_noise():
 
     # the violation count is at most Bin(draws, delta); allow its 99.9 % quantile
     assert (violations <= binom.ppf(0.999, draws, delta)).all(), violations
+
+
+def test_select_coverage_over_200_validation_draws():
+    """P(true drop > max_drop) <= delta over 200 validation draws, and a plug-in choice fails the same check.
+
+    The candidates are searched once; each draw is a fresh validation sample of
+    the same synthetic model and the truth is measured on 100,000 other samples,
+    so the certified drop's violation count is at most Bin(200, delta).
+    """
+    from scipy.stats import binom
+
+    from dyce_search.evaluation import simulate
+
+    make = ds.synthetic.make_cache
+    search = make("resnet18", n_samples=3000, n_classes=100, seed=1)
+    truth = make("resnet18", n_samples=100_000, n_classes=100, seed=2)
+    front = ds.front(search, lambdas=np.linspace(0, 1, 11), progress=False)
+    head_right = truth.final_pred == truth.label
+    true_harm = np.array([np.count_nonzero(head_right & (simulate(truth, c).pred != truth.label))
+                          for c in front.configs]) / head_right.sum()
+    true_drop = 1.0 - front.evaluate(truth)["rel_accuracy"].to_numpy()
+    delta, targets, draws = 0.1, (0.04, 0.06), 200
+    violated = np.zeros(len(targets), int)
+    plug_in_violated = np.zeros(len(targets), int)
+    certified = np.zeros(len(targets), int)
+    for seed in range(draws):
+        validation = make("resnet18", n_samples=1000, n_classes=100, seed=100 + seed)
+        result = ds.select(front, validation, list(targets), delta=delta)
+        v_right = validation.final_pred == validation.label
+        v_harm = np.array([np.count_nonzero(v_right & (simulate(validation, c).pred != validation.label))
+                           for c in front.configs]) / v_right.sum()
+        cost = front.table["rel_macs"].to_numpy()
+        for j, (target, config, row) in enumerate(zip(targets, result.configs, result.table.itertuples())):
+            if not row.fallback:
+                i = next(i for i, c in enumerate(front.configs) if c == config)
+                certified[j] += 1
+                violated[j] += true_drop[i] > target
+                assert true_harm[i] >= true_drop[i] - 1e-12  # the harm rate bounds the drop
+            ok = np.flatnonzero(v_harm <= target)  # plug-in: the validation estimate taken at face value
+            if ok.size:
+                plug_in_violated[j] += true_harm[ok[np.argmin(cost[ok])]] > target
+    limit = binom.ppf(0.999, draws, delta)
+    assert (violated <= limit).all(), (violated, limit)
+    # the check has teeth: something is certified in most draws, and ignoring the sampling noise fails it
+    assert (certified >= draws // 2).all(), (certified, violated, plug_in_violated)
+    assert (plug_in_violated > limit).any(), plug_in_violated
