@@ -138,7 +138,8 @@ def held_out_levels(result, cache, levels: Sequence[float] = PAPER_LEVELS, n_boo
     DataFrame
         One row per level: ``level``, ``reached`` (always True),
         ``rel_macs``, ``low``, ``high``, ``rel_accuracy``, ``accuracy``,
-        ``lambda`` and ``row`` (-1 for the original model).
+        ``lambda``, ``row`` (-1 for the original model) and
+        ``accuracy_low`` / ``accuracy_high`` (exact binomial interval).
     """
     from dyce_search.evaluation import simulate
     from dyce_search.objective import reference
@@ -191,8 +192,16 @@ def held_out_levels(result, cache, levels: Sequence[float] = PAPER_LEVELS, n_boo
                          low=float(np.quantile(boot[i], alpha / 2)), high=float(np.quantile(boot[i], 1 - alpha / 2)),
                          rel_accuracy=float(1.0 - drop[0, j]), accuracy=float(correct[:, j].mean()),
                          **{"lambda": lam[j]}, row=int(rows_index[j])))
-    return pd.DataFrame(rows, columns=["level", "reached", "rel_macs", "low", "high", "rel_accuracy", "accuracy",
-                                       "lambda", "row"])
+    out = pd.DataFrame(rows, columns=["level", "reached", "rel_macs", "low", "high", "rel_accuracy", "accuracy",
+                                      "lambda", "row"])
+    return _with_accuracy_interval(out, M, confidence)
+
+
+def _with_accuracy_interval(frame: pd.DataFrame, n_samples: int, confidence: float = 0.95) -> pd.DataFrame:
+    """``accuracy_low`` / ``accuracy_high``: exact binomial interval of each row's ``accuracy`` on ``n_samples``."""
+    from .curves import with_intervals
+
+    return with_intervals(frame, n_samples, confidence)
 
 
 def certified_levels(selected, cache) -> pd.DataFrame:
@@ -202,7 +211,8 @@ def certified_levels(selected, cache) -> pd.DataFrame:
     -------
     DataFrame
         One row per certified level: ``level``, ``reached`` (True),
-        ``rel_macs``, ``rel_accuracy`` and ``accuracy`` on ``cache``, ``held`` (the drop
+        ``rel_macs``, ``rel_accuracy`` and ``accuracy`` on ``cache`` (with
+        ``accuracy_low`` / ``accuracy_high``, exact binomial), ``held`` (the drop
         on ``cache`` is within the level), ``fallback`` and ``risk_bound``.
     """
     table = selected.table
@@ -210,7 +220,7 @@ def certified_levels(selected, cache) -> pd.DataFrame:
         raise ResultError("not a result of dyce_search.select: no target/fallback columns")
     measured = selected.evaluate(cache)
     drop = 1.0 - measured["rel_accuracy"].to_numpy(float)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "level": table["target"].to_numpy(float),
         "reached": True,
         "rel_macs": measured["rel_macs"].to_numpy(float),
@@ -220,6 +230,7 @@ def certified_levels(selected, cache) -> pd.DataFrame:
         "fallback": table["fallback"].to_numpy(bool),
         "risk_bound": table["risk_bound"].to_numpy(float),
     })
+    return _with_accuracy_interval(out, cache.n_samples)
 
 
 #: ``basis`` of Table II rows chosen and measured on the search split.

@@ -114,6 +114,9 @@ def test_held_out_levels_against_brute_force_with_bootstrap_interval(splits):
     t = tables.held_out_levels(result, test, levels, n_boot=200, seed=3)
     np.testing.assert_allclose(t["rel_macs"], _naive_levels(result, test, levels))
     assert t["reached"].all()
+    for _, r in t.iterrows():  # the chosen configuration's accuracy, with its exact interval
+        ci = binomtest(int(round(r["accuracy"] * test.n_samples)), test.n_samples).proportion_ci(0.95, "exact")
+        assert (r["accuracy_low"], r["accuracy_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
     assert (t["low"] <= t["high"]).all() and (t["high"] <= 1.0 + 1e-12).all()
     # the level at drop 0 can always fall back to the original model
     assert t["row"].iloc[-1] == -1 or t["rel_accuracy"].iloc[-1] >= 1.0 - 1e-12
@@ -147,6 +150,7 @@ def test_certified_levels_and_held_out_table_ii(splits):
     np.testing.assert_allclose(cert["rel_macs"], measured["rel_macs"])
     np.testing.assert_array_equal(cert["held"], 1 - measured["rel_accuracy"].to_numpy() <= np.array(levels) + 1e-12)
     assert cert["fallback"].tolist() == selected.table["fallback"].tolist()
+    assert (cert["accuracy_low"] <= cert["accuracy"]).all() and (cert["accuracy"] <= cert["accuracy_high"]).all()
     # 0.1 % cannot be certified from 1500 samples (0.999^n > 0.1 needs n < 2302): the original model
     assert cert["fallback"].iloc[-1] and cert["rel_macs"].iloc[-1] == pytest.approx(1.0)
     assert not cert["fallback"].iloc[0] and cert["rel_macs"].iloc[0] < 1.0
