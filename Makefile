@@ -43,9 +43,18 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m analysis.run_notebooks
 
-# Re-create the shipped digits run (backbone, exits, caches) from scratch.
+# Re-create the shipped digits run (backbone, exits, caches) from scratch: built in
+# data/digits.new (a run already in data/digits would be reused, not rebuilt) and
+# moved into place once complete. The shipped run repeats bit for bit with the same
+# torch build on a CPU of the same instruction set (it was built with AVX512);
+# `make digits PORTABLE=1` pins every CPU-dependent kernel (extract.digits.PORTABLE_ENV)
+# for a run that repeats on any x86-64 CPU, with other numbers than the shipped ones.
+# See docs/extract.md, "Reproducing `data/digits`".
+PORTABLE ?=
 digits: $(STAMP)
-	$(PY) -m extract digits --out data/digits
+	rm -rf data/digits.new
+	$(if $(PORTABLE),ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE) $(PY) -m extract digits --out data/digits.new
+	rm -rf data/digits && mv data/digits.new data/digits
 
 clean:
 	rm -rf reports .pytest_cache

@@ -7,8 +7,10 @@ Examples
     python -m analysis data/digits/cache-calibration.parquet \\
         --test data/digits/cache-test.parquet --synthetic resnet152 --out reports/demo
 
-Bad input (unreadable cache, a test cache of another model, bad options)
-prints one line ``error: ...`` on stderr and exits with status 2.
+Bad input (unreadable cache, a test cache of another model, bad options,
+an output folder that cannot be written) prints one line ``error: ...`` on
+stderr and exits with status 2; Ctrl-C prints ``interrupted`` and exits with
+status 130.
 """
 
 from __future__ import annotations
@@ -16,28 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from dyce_search.errors import USER_ERRORS, print_cli_error
-from dyce_search.grid import parse_lambdas
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: ...``, exit 2) instead of usage + message."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
-def _lambdas_argument(text: str) -> np.ndarray:
-    try:
-        return parse_lambdas(text)
-    except ValueError as e:  # argparse shows an ArgumentTypeError's own message
-        raise argparse.ArgumentTypeError(str(e)) from None
+from dyce_search._io import check_writable
+from dyce_search.errors import CliParser, run_cli
+from dyce_search.grid import DEFAULT_LAMBDAS, parse_lambdas
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CliParser(
         prog="python -m analysis",
         description="Search DyCE configurations on exit caches and write the paper's figures (PNG, PDF), "
         "Table II (CSV, Markdown) and an index README.md into --out.",
@@ -56,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, metavar="S",
                    help="seed of the validation/test halves cut from a test cache (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--lambdas", default="0:1:0.01", type=_lambdas_argument,
-                   help="lambda values of Eq. 12: start:stop:step (stop included) or a comma list (default 0:1:0.01)")
+    p.add_argument("--lambdas", default=DEFAULT_LAMBDAS,
+                   help="lambda values of Eq. 12: start:stop:step (stop included) or a comma list "
+                   "(default %(default)s)")
     p.add_argument("--iterative", action=argparse.BooleanOptionalAction, default=True,
                    help="run the (slow) iterative search for Fig. 5 (default: yes)")
     p.add_argument("--compare-on", type=int, default=0, metavar="I",
@@ -94,11 +82,7 @@ def _index_or_name(text):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        return print_cli_error(e)
+    return run_cli(_run, build_parser().parse_args(argv))
 
 
 def _run(args) -> int:
@@ -117,6 +101,8 @@ def _run(args) -> int:
         raise ValueError(f"--synthetic-samples must be >= 1, got {args.synthetic_samples}")
     if args.synthetic_test_samples < 0 or args.synthetic_test_samples == 1:
         raise ValueError(f"--synthetic-test-samples must be 0 or >= 2, got {args.synthetic_test_samples}")
+    lambdas = parse_lambdas(args.lambdas)
+    check_writable(args.out, option="--out", folder=True)
     caches = [ExitCache.read(path) for path in args.caches]
     tests = [ExitCache.read(path) for path in args.test]
     validations = [ExitCache.read(path) for path in args.validation]
@@ -138,7 +124,7 @@ def _run(args) -> int:
     else:
         test_sources = list(args.test)
     options = ReportOptions(
-        lambdas=args.lambdas,
+        lambdas=lambdas,
         iterative=args.iterative,
         compare_on=args.compare_on,
         threshold_position=_index_or_name(args.fig3_position),

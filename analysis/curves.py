@@ -472,17 +472,14 @@ def exit_distributions(cache, result, rows, labels=None) -> pd.DataFrame:
 
 
 def check_same_model(a, b, what_a: str = "calibration cache", what_b: str = "test cache") -> None:
-    """Raise :class:`~dyce_search.CacheError` unless two caches come from the same model and exits.
+    """Raise :class:`~dyce_search.CacheError` unless two caches come from one run's model.
 
-    :meth:`ExitCache.check_compatible` (backbone, classes, positions, exit
-    types) plus the MACs, so configurations searched on one can be evaluated
-    on the other at the same cost.
+    :func:`dyce_search.provenance.check_caches`: the structure (backbone,
+    classes, positions, exit types), the provenance record (backbone weights,
+    exits, preprocessing) and the MACs, so configurations searched on one can
+    be evaluated on the other at the same cost. A report offers no override:
+    it compares figures of one model.
     """
-    try:
-        a.check_compatible(b)
-    except CacheError as e:
-        raise CacheError(f"{what_b} does not match {what_a}: {e}") from None
-    if int(a.total_macs) != int(b.total_macs):
-        raise CacheError(f"{what_b} does not match {what_a}: total MACs {b.total_macs} vs {a.total_macs}")
-    if not (np.array_equal(a.available, b.available) and np.array_equal(a.backbone_macs, b.backbone_macs)):
-        raise CacheError(f"{what_b} does not match {what_a}: the available exits or their MACs differ")
+    from dyce_search.provenance import check_caches
+
+    check_caches(a, b, what_a, what_b, error=CacheError, override=None)

@@ -353,10 +353,14 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
         repeats its samples (before anything is written).
     ResultError
         If results cannot be compared.
+    OutputError
+        If ``out`` cannot be written (before any search runs).
     """
     import sys
 
     import matplotlib
+
+    from dyce_search._io import check_writable
 
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")  # files only; never open a window
@@ -369,6 +373,7 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     tests = [t if isinstance(t, NamedCache) else NamedCache("test", t) for t in (test_caches or [])]
     validations = [v if isinstance(v, NamedCache) else NamedCache("validation", v) for v in (validation_caches or [])]
     check_inputs(named, [t.cache for t in tests], options, [v.cache for v in validations])
+    check_writable(out, folder=True)
     held = _held_out_splits(named, tests, validations, options)
 
     groups: dict[tuple, list[NamedCache]] = {}

@@ -13,7 +13,6 @@ printed lines carry search times and images depend on the matplotlib build.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -89,7 +88,9 @@ def check(path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.run_notebooks", description=__doc__.splitlines()[0])
+    from dyce_search.errors import CliParser
+
+    p = CliParser(prog="python -m analysis.run_notebooks", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare with a fresh run instead of rewriting")
     args = p.parse_args(argv)
     problems = []

@@ -47,7 +47,7 @@ from dyce_search.costs import Costs  # noqa: E402
 from dyce_search.evaluation import slot_costs  # noqa: E402
 from extract.latency import measure_costs  # noqa: E402
 from extract.macs import macs_table  # noqa: E402
-from extract.runtime import DyCEModel, exit_confidence  # noqa: E402
+from extract.runtime import DyCEModel, top1  # noqa: E402
 
 DIGITS_RUN = ROOT / "data" / "digits"
 
@@ -185,7 +185,7 @@ def resnet_setup(size: int, n_test: int, seed: int = 0):
     calib = torch.randn(64, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
     with torch.inference_mode():
         feats, _ = backbone.forward_features(calib)
-        conf = {p: exit_confidence(bank[p, 0](feats[p])).numpy().astype(np.float64) for p in range(P)}
+        conf = {p: top1(bank[p, 0](feats[p]))[1].numpy().astype(np.float64) for p in range(P)}
     configs = []
     for plan in plans.values():
         k, t = np.full(P, -1), np.full(P, np.nan)

@@ -29,6 +29,7 @@ _LAZY = {
     "SearchResult": "result",
     "load_result": "result",
     "synthetic": None,
+    "exit_rule": None,
 }
 
 __all__ = ["CacheError", "CostError", "DyceError", "ResultError", *_LAZY]

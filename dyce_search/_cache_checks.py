@@ -220,6 +220,10 @@ def canonical_metadata(
         ],
         "total_macs": total_macs,
     }
+    if md.get("provenance") is not None:
+        from .provenance import check_record
+
+        out["provenance"] = check_record(md["provenance"], "metadata", CacheError)
     for key, v in md.items():
         if key not in out:
             out[key] = v

@@ -49,7 +49,16 @@ STANDARD_KEYS = (
     "exit_types",
     "exit_macs",
     "total_macs",
+    "provenance",
 )
+
+#: Schema metadata key of the checksum the writer stores beside ``dyce``: a
+#: SHA-256 of the canonical JSON of the ``dyce`` metadata. Parquet's page
+#: checksums cover the data pages only, so without it a flipped byte in the
+#: footer (a MAC count, a position name) would be read silently. It sits
+#: outside the JSON so that a flipped byte in its own name cannot turn into a
+#: new metadata key.
+CHECKSUM_KEY = b"dyce.checksum"
 
 
 def exit_column(p: int, exit_type: str, field: str) -> str:
@@ -88,9 +97,16 @@ def to_json(metadata: dict) -> str:
         raise CacheError(f"metadata is not JSON-serialisable: {exc}") from None
 
 
+def metadata_checksum(metadata: dict) -> str:
+    """The :data:`CHECKSUM_KEY` value of ``metadata``."""
+    from .provenance import digest
+
+    return digest(json.loads(to_json(metadata)))
+
+
 def encode_metadata(metadata: dict) -> dict:
-    """Arrow schema metadata holding the ``dyce`` JSON."""
-    return {METADATA_KEY: to_json(metadata).encode("utf-8")}
+    """Arrow schema metadata holding the ``dyce`` JSON and its checksum."""
+    return {METADATA_KEY: to_json(metadata).encode("utf-8"), CHECKSUM_KEY: metadata_checksum(metadata).encode("ascii")}
 
 
 def _is_int(v) -> bool:
@@ -100,8 +116,10 @@ def _is_int(v) -> bool:
 def decode_metadata(schema_metadata, where: str) -> dict:
     """Parse and structurally check the ``dyce`` metadata of a Parquet file.
 
-    Checks only what is needed to know the columns and build the arrays; value
-    checks (increasing MACs, ...) are the constructor's.
+    Checks the metadata checksum (files written before checksums existed have
+    none and are read as they are) and what is needed to know the columns and
+    build the arrays; value checks (increasing MACs, ...) are the
+    constructor's.
 
     Raises
     ------
@@ -122,6 +140,12 @@ def decode_metadata(schema_metadata, where: str) -> dict:
         raise CacheError(
             f"{where}: unsupported dyce-exit-cache version {md.get('version')!r} "
             f"(this dyce_search reads version {VERSION})"
+        )
+    stored = schema_metadata.get(CHECKSUM_KEY)
+    if stored is not None and stored.decode("ascii", "replace") != metadata_checksum(md):
+        raise CacheError(
+            f"{where}: the 'dyce' metadata does not match its checksum {stored.decode('ascii', 'replace')!r}; "
+            "the file's footer is corrupt (a changed byte in MACs, names or settings); restore the file from its source"
         )
 
     def bad(key, why):
@@ -144,6 +168,9 @@ def decode_metadata(schema_metadata, where: str) -> dict:
     for i, et in enumerate(md["exit_types"]):
         if not isinstance(et, dict) or not isinstance(et.get("name"), str):
             raise bad("exit_types", f"entry {i} must be an object with a string 'name', got {et!r}")
+    from .provenance import check_record
+
+    check_record(md.get("provenance"), f"{where}: metadata", CacheError)
     n_pos, n_types = len(md["positions"]), len(md["exit_types"])
     if len(md["exit_macs"]) != n_pos:
         raise bad("exit_macs", f"has {len(md['exit_macs'])} rows, expected one per position ({n_pos})")

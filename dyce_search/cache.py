@@ -221,13 +221,18 @@ class ExitCache:
             "exit_types": list(self.exit_types),
         }
 
-    def check_compatible(self, other: ExitCache) -> None:
-        """Raise CacheError naming what differs if ``other`` has another backbone, classes, positions or exit types."""
+    def check_compatible(self, other: ExitCache, *, backbone: bool = True) -> None:
+        """Raise CacheError naming what differs if ``other`` has another backbone, classes, positions or exit types.
+
+        ``backbone=False`` leaves the backbone name out (for callers that
+        compare it themselves, e.g. :func:`dyce_search.provenance.check_caches`
+        with its override).
+        """
         if not isinstance(other, ExitCache):
             raise TypeError(f"expected an ExitCache, got {type(other).__name__}")
         mine, theirs = self.fingerprint, other.fingerprint
         diffs = []
-        for key in ("backbone", "num_classes"):
+        for key in ("backbone", "num_classes")[0 if backbone else 1:]:
             if mine[key] != theirs[key]:
                 diffs.append(f"{key} {mine[key]!r} vs {theirs[key]!r}")
         for key in ("positions", "exit_types"):
@@ -481,9 +486,34 @@ class ExitCache:
                 # metadata and column checks need only the footer: fail before reading the data
                 md, available = cls._check_layout(pf.schema_arrow, where)
                 table = pf.read(use_threads=True)
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: a corrupt byte in a footer string (a column name, a metadata key)
             raise CacheError(f"{where}: not a readable Parquet file ({exc})") from None
         return cls._from_table(table, md, available, where)
+
+    @staticmethod
+    def read_metadata(path) -> dict:
+        """The validated ``dyce`` metadata of a cache file, reading its footer only.
+
+        Raises
+        ------
+        CacheError
+            As :meth:`read`, for everything the footer decides (format,
+            version, checksum, metadata structure, columns).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        where = str(path)
+        if not path.exists():
+            raise CacheError(f"{where}: no such file")
+        try:
+            with pq.ParquetFile(path) as pf:
+                md, _available = ExitCache._check_layout(pf.schema_arrow, where)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            raise CacheError(f"{where}: not a readable Parquet file ({exc})") from None
+        return md
 
     @classmethod
     def from_arrow(cls, table) -> ExitCache:

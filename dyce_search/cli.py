@@ -5,30 +5,33 @@ Runs :func:`dyce_search.run` on a cache (or :func:`~dyce_search.cheapest`,
 ``--max-drop``, ``--max-cost``, ``--front``), prints one summary row per
 configuration (and the test-split metrics with ``--test``) and optionally
 saves the :class:`~dyce_search.result.SearchResult`. Bad input prints one
-line ``error: ...`` on stderr and exits with status 2.
+line ``error: ...`` on stderr and exits with status 2; Ctrl-C prints
+``interrupted`` and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .errors import USER_ERRORS, print_cli_error
-from .grid import parse_lambdas, parse_numbers
+from ._io import check_writable
+from .errors import CliParser, run_cli
+from .grid import DEFAULT_LAMBDAS, parse_lambdas, parse_numbers
 from .methods import DEFAULT_METHOD, METHODS
+from .provenance import OVERRIDE_FLAG, check_caches
 
 THRESHOLDS = ("exact", "bounded")
 OBJECTIVES = ("paper", "normalized")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="python -m dyce_search",
         description=(
             "Search DyCE exit configurations G = {k, t} on an exit cache for a grid of lambda "
             "(Eq. 12: f = lambda (1 - A) + (1 - lambda) C), or for accuracy-drop / cost targets, and print "
             "one summary row per configuration."
         ),
-        epilog="Errors print one line 'error: ...' on stderr and exit with status 2.",
+        epilog="Errors print one line 'error: ...' on stderr and exit with status 2; Ctrl-C exits with status 130.",
     )
     parser.add_argument("cache", metavar="CACHE", help="exit cache (Parquet) written by 'python -m extract' or make_cache")
     parser.add_argument(
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="lambda values: START:STOP:STEP (STOP included) or a comma list like 0.1,0.5; "
         "each in [0, 1]; with --max-drop / --max-cost / --front the grid of the seeding sweep; "
-        "default: 0:1:0.01",
+        f"default: {DEFAULT_LAMBDAS}",
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
@@ -113,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline method only: the exit type (name or index) used at every position, or 'best' for the "
         "type whose best shared threshold gives the lowest f at each lambda; default: %(default)s",
     )
+    parser.add_argument(
+        OVERRIDE_FLAG, action="store_true",
+        help="accept --test, --select-on and --costs files of another run than CACHE (other backbone weights, "
+        "exits, preprocessing or MACs; see docs/cache-format.md), with a warning instead of an error",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     return parser
 
@@ -155,12 +163,15 @@ def summary_table(result, test_table=None):
 
 def main(argv=None) -> int:
     """Entry point of ``python -m dyce_search``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        return print_cli_error(e)
+    return run_cli(_run, build_parser().parse_args(argv))
+
+
+def _costs_for(path, cache, allow_mixed):
+    """The ``--costs`` profile checked against the search cache (adopted by it when mixing is allowed)."""
+    from .costs import Costs
+
+    costs = Costs.load(path).check(cache, allow_mixed=allow_mixed)
+    return costs.adopted_by(cache) if allow_mixed else costs
 
 
 def _run(args) -> int:
@@ -178,18 +189,24 @@ def _run(args) -> int:
     if targets and args.threshold != "exact":
         raise ValueError("--max-drop, --max-cost and --front minimise thresholds exactly; drop --threshold bounded")
     method = args.method or DEFAULT_METHOD
-    lambdas_text = args.lambdas if args.lambdas is not None else "0:1:0.01"
-    lambdas = parse_lambdas(lambdas_text)
+    lambdas = parse_lambdas(args.lambdas if args.lambdas is not None else DEFAULT_LAMBDAS)
     drops = parse_numbers(args.max_drop, "--max-drop") if args.max_drop is not None else None
     budgets = parse_numbers(args.max_cost, "--max-cost") if args.max_cost is not None else None
     if args.max_rounds is not None and args.max_rounds < 1:
         raise ValueError(f"--max-rounds must be >= 1, got {args.max_rounds}")
     if args.out is not None and not args.out.lower().endswith((".json", ".parquet")):
         raise ValueError(f"--out {args.out}: use a .json or .parquet file name")
+    if args.out is not None:
+        check_writable(args.out, option="--out")
+    mixed = args.allow_mixed_runs
     cache = ExitCache.read(args.cache)
-    costs = Costs.load(args.costs).check(cache) if args.costs else None
+    costs = _costs_for(args.costs, cache, mixed) if args.costs else None
     test_cache = ExitCache.read(args.test) if args.test else None
     validation = ExitCache.read(args.select_on) if args.select_on else None
+    # every file is checked against the search cache before any search work
+    for option, path, other in (("--test", args.test, test_cache), ("--select-on", args.select_on, validation)):
+        if other is not None:
+            check_caches(cache, other, args.cache, f"{option} {path}", allow_mixed=mixed)
     if validation is not None and validation.samples_digest == cache.samples_digest:
         raise ValueError(f"--select-on {args.select_on} holds the samples of {args.cache}; certify on another split")
 
@@ -200,7 +217,7 @@ def _run(args) -> int:
         from .targets import front
 
         candidates = front(cache, lambdas=lambdas, **common)
-        result = select(candidates, validation, drops, delta=args.delta, risk=args.risk)
+        result = select(candidates, validation, drops, delta=args.delta, risk=args.risk, allow_mixed=mixed)
     elif drops is not None:
         from .targets import cheapest
 
@@ -225,7 +242,7 @@ def _run(args) -> int:
             baseline_type=int(args.baseline_type) if args.baseline_type.isdigit() else args.baseline_type,
             **common,
         )
-    test_table = result.evaluate(test_cache, costs) if test_cache is not None else None
+    test_table = result.evaluate(test_cache, costs, allow_mixed=mixed) if test_cache is not None else None
     if args.out:
         result.save(args.out)
     if not args.quiet:

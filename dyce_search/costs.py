@@ -17,6 +17,7 @@ import numpy as np
 
 from ._io import check_header, write_text_atomic
 from .errors import CostError
+from .provenance import Origin, check_combinable, check_record
 
 FORMAT = "dyce-costs"
 VERSION = 1
@@ -42,7 +43,12 @@ class Costs:
         Names of the positions / exit types the profile was made for; checked
         against a cache by :meth:`check` when present.
     backbone : str or None
-        Informative name of the backbone.
+        Name of the backbone; checked against a cache's by :meth:`check`.
+    provenance : dict or None
+        The provenance record of what the profile was made for (the cache it
+        was derived from, or the run a latency profile was measured on; see
+        :mod:`dyce_search.provenance`); checked against a cache's by
+        :meth:`check`.
 
     Raises
     ------
@@ -57,6 +63,7 @@ class Costs:
     positions: tuple | None = None
     exit_types: tuple | None = None
     backbone: str | None = None
+    provenance: dict | None = None
 
     def __post_init__(self):
         seg = np.array(self.segment, dtype=np.float64, copy=True)
@@ -90,6 +97,7 @@ class Costs:
         object.__setattr__(self, "exit", ex)
         object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "exit_types", exit_types)
+        object.__setattr__(self, "provenance", check_record(self.provenance, "costs", CostError))
 
     @property
     def n_positions(self) -> int:
@@ -135,18 +143,30 @@ class Costs:
             positions=tuple(cache.positions),
             exit_types=tuple(cache.exit_types),
             backbone=(cache.metadata or {}).get("backbone"),
+            provenance=(cache.metadata or {}).get("provenance"),
         )
 
     # ------------------------------------------------------------- validation
 
-    def check(self, cache) -> "Costs":
+    def check(self, cache, *, allow_mixed: bool = False) -> "Costs":
         """Check that these costs fit ``cache``; return self.
+
+        Parameters
+        ----------
+        cache : ExitCache
+        allow_mixed : bool
+            Accept a profile made for another backbone or run, with a logged
+            warning.
 
         Raises
         ------
         CostError
             If P or K differ, if stored position / exit type names differ from
-            the cache's, or if an exit available in the cache has no cost here.
+            the cache's, if an exit available in the cache has no cost here,
+            or if the profile names another backbone or its provenance record
+            shows another run (:func:`dyce_search.provenance.check_combinable`;
+            a profile without a record, e.g. written by hand, is checked by
+            names only).
         """
         P, K = int(cache.n_positions), int(cache.n_types)
         if (self.n_positions, self.n_types) != (P, K):
@@ -167,7 +187,24 @@ class Costs:
                 f"no cost for exit type {cache.exit_types[k]!r} at position {cache.positions[p]!r}, "
                 "which the cache has"
             )
+        check_combinable(
+            Origin.of_cache(cache, "the cache"),
+            Origin(f"the {self.unit} cost profile", self.provenance, None, None, self.backbone),
+            allow_mixed=allow_mixed, error=CostError, require_record=False,
+        )
         return self
+
+    def adopted_by(self, cache) -> "Costs":
+        """These costs relabelled with ``cache``'s backbone name and provenance record.
+
+        For callers that allowed a profile of another run (``allow_mixed``):
+        the warning is logged once where that was decided, and later checks
+        of the same pair do not refuse it again.
+        """
+        from dataclasses import replace
+
+        md = cache.metadata or {}
+        return replace(self, backbone=md.get("backbone"), provenance=md.get("provenance"))
 
     # ---------------------------------------------------------------- derived
 
@@ -198,6 +235,7 @@ class Costs:
             "version": VERSION,
             "unit": self.unit,
             "backbone": self.backbone,
+            "provenance": self.provenance,
             "positions": None if self.positions is None else list(self.positions),
             "exit_types": None if self.exit_types is None else list(self.exit_types),
             "segment": [float(v) for v in self.segment],
@@ -238,6 +276,7 @@ class Costs:
                 positions=doc.get("positions"),
                 exit_types=doc.get("exit_types"),
                 backbone=doc.get("backbone"),
+                provenance=doc.get("provenance"),
             )
         except CostError as e:
             raise CostError(f"{source}: {e}") from None

@@ -4,9 +4,10 @@
 :func:`simulate` replays Algorithm 1 sample by sample. Both run the kernels
 in :mod:`dyce_search._kernels.metrics`.
 
-Exit rule: a sample leaves at the first enabled position n whose recorded
-confidence (float32, promoted exactly to float64) is >= the float64
-threshold t_n, otherwise at the head (position P). Thresholds may be any
+Exit rule (:mod:`dyce_search.exit_rule`): a sample leaves at the first
+enabled position n whose recorded float32 confidence c satisfies
+``float64(c) >= t_n``, otherwise at the head (position P). The kernels apply
+its float32 form, ``c >= float32_thresholds(t)``. Thresholds may be any
 finite float: t_n > 1 disables the exit in effect, t_n <= 0 sends every
 sample that reaches it out.
 
@@ -25,6 +26,7 @@ from ._kernels.metrics import BLOCK, exit_counts, exit_counts_serial, exit_trace
 from .config import Config
 from .costs import Costs
 from .errors import CacheError, ResultError
+from .exit_rule import float32_thresholds
 from .objective import Objective, check_lambda, reference
 
 
@@ -242,30 +244,6 @@ SERIAL_WORK = 1 << 18
 
 def _small(n_samples: int, n_enabled: int) -> bool:
     return n_samples <= BLOCK or n_samples * max(n_enabled, 1) < SERIAL_WORK
-
-
-def float32_thresholds(thresholds) -> np.ndarray:
-    """The smallest float32 >= each float64 threshold.
-
-    For every float32 confidence c (NaN included), ``c >= result`` in float32
-    is exactly ``float64(c) >= t``, the paper's ``max(y~) >= t_n`` with the
-    recorded float32 confidence promoted to float64. The kernels compare in
-    float32 because that vectorises twice as wide.
-
-    Parameters
-    ----------
-    thresholds : float64 [E], finite
-
-    Returns
-    -------
-    float32 [E]
-    """
-    t = np.asarray(thresholds, dtype=np.float64)
-    with np.errstate(over="ignore"):  # beyond the float32 range: +-inf, fixed up below
-        t32 = t.astype(np.float32)
-    low = t32.astype(np.float64) < t
-    t32[low] = np.nextafter(t32[low], np.float32(np.inf))
-    return np.ascontiguousarray(t32)
 
 
 def slot_costs(costs: Costs, positions: np.ndarray, types: np.ndarray) -> np.ndarray:

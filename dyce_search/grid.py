@@ -13,6 +13,9 @@ import numpy as np
 #: The most values a START:STOP:STEP grid may expand to.
 MAX_GRID = 1_000_000
 
+#: The lambda grid of the command-line tools when --lambdas is not given (the paper's 101 values).
+DEFAULT_LAMBDAS = "0:1:0.01"
+
 
 def parse_lambdas(text: str) -> np.ndarray:
     """Lambdas from ``START:STOP:STEP`` (inclusive of STOP) or a comma list ``0.1,0.5``.
@@ -68,4 +71,4 @@ def parse_numbers(text: str, option: str) -> list[float]:
     return values
 
 
-__all__ = ["parse_lambdas", "parse_numbers", "MAX_GRID"]
+__all__ = ["parse_lambdas", "parse_numbers", "MAX_GRID", "DEFAULT_LAMBDAS"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 from numbers import Integral, Real
@@ -20,6 +21,10 @@ from ._io import check_header, write_bytes_atomic, write_text_atomic
 from .config import Config
 from .costs import Costs
 from .errors import CostError, ResultError
+from .objective import check_lambda
+from .provenance import Origin, cache_macs, check_combinable
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "dyce-search-result"
 VERSION = 1
@@ -246,7 +251,7 @@ class SearchResult:
 
     # ------------------------------------------------------------ analysis
 
-    def evaluate(self, other_cache, costs: Costs | None = None) -> pd.DataFrame:
+    def evaluate(self, other_cache, costs: Costs | None = None, *, allow_mixed: bool = False) -> pd.DataFrame:
         """Recompute the metrics of every configuration on another cache (e.g. the test split).
 
         Parameters
@@ -256,7 +261,12 @@ class SearchResult:
             the search cache.
         costs : Costs, optional
             Default: the cost profile stored in ``metadata["costs"]`` (the one
-            the search used), else the cache's MACs.
+            the search used), else the cache's MACs. Must be in the search's
+            cost unit.
+        allow_mixed : bool
+            Accept a cache of another run (other weights, exits, preprocessing
+            or MACs) or costs in another unit, with a logged warning; see
+            :meth:`check_cache`.
 
         Returns
         -------
@@ -273,11 +283,19 @@ class SearchResult:
         """
         from .problem import Problem
 
-        self.check_cache(other_cache)
+        self.check_cache(other_cache, allow_mixed=allow_mixed)
         if costs is None:
-            costs = self._stored_costs(other_cache)
+            costs = self._stored_costs(other_cache, allow_mixed)
         else:
-            costs.check(other_cache)
+            unit = self._metadata.get("cost_unit")
+            if unit is not None and costs.unit != unit:
+                message = (f"the result was searched in cost unit {unit!r}; evaluating it in {costs.unit!r} puts "
+                           "figures of two units side by side")
+                if not allow_mixed:
+                    raise ResultError(message + "; pass costs in the search's unit, or allow_mixed=True")
+                logger.warning("%s (allowed by the caller)", message)
+            costs = costs.check(other_cache, allow_mixed=allow_mixed)
+            costs = costs.adopted_by(other_cache) if allow_mixed else costs
         table = self.table
         problems = {}
         metrics = []
@@ -295,8 +313,14 @@ class SearchResult:
             table[column] = pd.Series([row[column] for row in metrics], index=table.index, dtype=object)
         return _normalise_dtypes(table)
 
-    def check_cache(self, cache) -> None:
-        """Raise :class:`ResultError` naming what differs if ``cache`` does not match this result."""
+    def check_cache(self, cache, *, allow_mixed: bool = False) -> None:
+        """Raise :class:`ResultError` naming what differs if ``cache`` does not match this result.
+
+        Beyond positions, exit types and classes, the cache must come from the
+        run of the search cache (same backbone weights, exits and
+        preprocessing, :mod:`dyce_search.provenance`) and have the same MACs;
+        ``allow_mixed=True`` turns that part into a logged warning.
+        """
         md = self._metadata
         absent = [k for k in _MATCH_KEYS if k not in md]
         if absent:
@@ -315,15 +339,19 @@ class SearchResult:
                 raise ResultError(f"{key.replace('_', ' ')} differ: {detail}")
         if int(md["num_classes"]) != int(cache.num_classes):
             raise ResultError(f"number of classes differs: {md['num_classes']} in the result vs {cache.num_classes} in the cache")
+        if "macs" in md:  # results saved before provenance records existed carry neither
+            check_combinable(Origin.of_result(md), Origin.of_cache(cache, "the cache"), allow_mixed=allow_mixed,
+                             error=ResultError)
 
-    def _stored_costs(self, cache) -> Costs:
+    def _stored_costs(self, cache, allow_mixed: bool = False) -> Costs:
         doc = self._metadata.get("costs")
         if doc is None:
             return Costs.from_cache(cache)
         try:
-            return Costs.from_dict(doc, source="result metadata 'costs'").check(cache)
+            costs = Costs.from_dict(doc, source="result metadata 'costs'").check(cache, allow_mixed=allow_mixed)
         except CostError as e:
             raise ResultError(str(e)) from None
+        return costs.adopted_by(cache) if allow_mixed else costs
 
     def pareto(self) -> "SearchResult":
         """The non-dominated rows (lower ``rel_macs``, higher ``rel_accuracy``), sorted by ``rel_macs``.
@@ -541,7 +569,10 @@ def search_metadata(source, *, method: str, threshold: str, objective: str | Non
     n_samples, labels_known, head_accuracy`` (A_ori of Eq. 10 on this cache,
     agreement with the head when labels are unknown), ``samples`` (the
     cache's :attr:`~dyce_search.ExitCache.samples_digest`) and ``split_from``
-    (the provenance of a part made by :func:`dyce_search.split`, else null).
+    (the provenance of a part made by :func:`dyce_search.split`, else null),
+    ``provenance`` (the search cache's record, see :mod:`dyce_search.provenance`)
+    and ``macs`` (the search cache's MACs), which every cache the result is
+    later evaluated on must share.
     """
     from .problem import Problem
 
@@ -576,6 +607,8 @@ def search_metadata(source, *, method: str, threshold: str, objective: str | Non
         "samples": cache.samples_digest,
         "split_from": md.get("split_from"),
         "costs": costs.to_dict(),
+        "provenance": md.get("provenance"),
+        "macs": cache_macs(cache),
     }
 
 
@@ -585,10 +618,17 @@ def search_metadata(source, *, method: str, threshold: str, objective: str | Non
 def load_result(path) -> SearchResult:
     """Read a result written by :meth:`SearchResult.save` (JSON or Parquet, by content).
 
+    The configurations are checked as :func:`dyce_search.evaluate` checks them
+    against a cache, here against the result's own metadata: lambda in
+    [0, 1] (or null: a row without one), as many positions as
+    ``metadata["positions"]``, exit type indices from -1 (none) to below
+    ``len(metadata["exit_types"])``, a finite threshold at every enabled position.
+
     Raises
     ------
     ResultError
-        Naming the file and the field at fault if the file is malformed.
+        Naming the file, the row (``configurations[i]`` in JSON, ``row i`` in
+        Parquet) and the field at fault if the file is malformed.
     OSError
         If the file cannot be read.
     """
@@ -628,14 +668,14 @@ def _from_document(doc, path) -> SearchResult:
         metrics = entry.get("metrics", {})
         if not isinstance(metrics, dict):
             raise ResultError(f"{where}.metrics must be an object")
-        configs.append(_config_from_fields(entry["exit_types"], entry["thresholds"], where, none_is_nan=True))
+        configs.append(_config_from_fields(entry["exit_types"], entry["thresholds"], where, md))
         row = {key: entry[key] for key in ("lambda", "method", "objective", "threshold")}
         row.update(metrics)
         rows.append(row)
     table = pd.DataFrame(rows)
     if not rows:
         table = pd.DataFrame(columns=list(REQUIRED))
-    return _build(table, configs, md, path)
+    return _build(table, configs, md, path, "configurations[{}]")
 
 
 def _from_parquet(data: bytes, path) -> SearchResult:
@@ -659,14 +699,14 @@ def _from_parquet(data: bytes, path) -> SearchResult:
             raise ResultError(f"{path}: lacks column {key!r}")
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     configs = [
-        _config_from_fields(k, t, f"{path}: row {i}", none_is_nan=True)
+        _config_from_fields(k, t, f"{path}: row {i}", md)
         for i, (k, t) in enumerate(zip(columns["exit_types"], columns["thresholds"]))
     ]
     frame = pd.DataFrame({name: values for name, values in columns.items() if name not in ("exit_types", "thresholds")})
-    return _build(frame, configs, md, path)
+    return _build(frame, configs, md, path, "row {}")
 
 
-def _build(table, configs, md, path) -> SearchResult:
+def _build(table, configs, md, path, row_name) -> SearchResult:
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise ResultError(f"{path}: lacks field(s) {missing}")
@@ -679,13 +719,22 @@ def _build(table, configs, md, path) -> SearchResult:
         bad = [v for v in table[column] if not isinstance(v, str)]
         if bad:
             raise ResultError(f"{path}: field {column!r} must hold strings, got {bad[0]!r}")
+    for i, lam in enumerate(table["lambda"]):
+        if lam is None or math.isnan(lam):  # null: a budget-target row, which has no lambda
+            continue
+        try:
+            check_lambda(lam)  # the range evaluate() and the searches accept
+        except ValueError:
+            raise ResultError(f"{path}: {row_name.format(i)}: field 'lambda' must be in [0, 1] or null, "
+                              f"got {float(lam)!r}") from None
     try:
         return SearchResult(table, configs, md)
     except ResultError as e:
         raise ResultError(f"{path}: {e}") from None
 
 
-def _config_from_fields(exit_types, thresholds, where, none_is_nan) -> Config:
+def _config_from_fields(exit_types, thresholds, where, md) -> Config:
+    """Row ``where``'s configuration, checked against the result's metadata (see :func:`load_result`)."""
     if not isinstance(exit_types, list) or not all(
         isinstance(k, Integral) and not isinstance(k, bool) for k in exit_types
     ):
@@ -696,6 +745,27 @@ def _config_from_fields(exit_types, thresholds, where, none_is_nan) -> Config:
         raise ResultError(f"{where}: field 'thresholds' must be a list of numbers or null")
     if len(exit_types) != len(thresholds):
         raise ResultError(f"{where}: 'exit_types' has {len(exit_types)} entries but 'thresholds' has {len(thresholds)}")
+    positions, types = md.get("positions"), md.get("exit_types")
+    positions = list(positions) if isinstance(positions, list) else None
+    n_types = len(types) if isinstance(types, list) else None
+
+    def at(p):
+        return f"position {p}" + (f" ({positions[p]!r})" if positions is not None else "")
+
+    if positions is not None and len(exit_types) != len(positions):
+        raise ResultError(
+            f"{where}: field 'exit_types' has {len(exit_types)} positions, the metadata lists {len(positions)} "
+            f"({', '.join(map(str, positions))})"
+        )
+    for p, (k, v) in enumerate(zip(exit_types, thresholds)):
+        if k < -1 or (n_types is not None and k >= n_types):
+            allowed = "-1 (none) or more" if n_types is None else (
+                f"-1 (none) to {n_types - 1} (the metadata lists {n_types} exit types)")
+            raise ResultError(f"{where}: field 'exit_types' holds {k} at {at(p)}; allowed: {allowed}")
+        if k >= 0 and (v is None or not math.isfinite(v)):
+            shown = "null" if v is None else repr(float(v))
+            raise ResultError(f"{where}: field 'thresholds': every enabled position needs a threshold, a finite "
+                              f"number; {at(p)} has {shown}")
     t = [math.nan if v is None else float(v) for v in thresholds]
     try:
         return Config(np.asarray(exit_types, np.int64).reshape(-1), np.asarray(t, np.float64).reshape(-1))

@@ -88,7 +88,7 @@ def split(cache, fractions=(0.5, 0.25, 0.25), seed=0, names=None) -> tuple:
     return cache.split(fractions, seed=seed, names=names)
 
 
-def _check_candidates(candidates, validation_cache, risk, delta):
+def _check_candidates(candidates, validation_cache, risk, delta, allow_mixed=False):
     from .result import SearchResult
 
     if not isinstance(candidates, SearchResult):
@@ -100,7 +100,7 @@ def _check_candidates(candidates, validation_cache, risk, delta):
     delta = float(delta)
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-    candidates.check_cache(validation_cache)
+    candidates.check_cache(validation_cache, allow_mixed=allow_mixed)
     md = candidates.metadata
     searched = md.get("samples")
     if searched is None:
@@ -143,7 +143,8 @@ def fallback_levels(p_values, delta, spread):
     return rejected
 
 
-def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", spread=SPREAD):
+def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", spread=SPREAD, *,
+           allow_mixed=False):
     """The cheapest configuration whose drop holds on unseen data with probability >= 1 - ``delta``.
 
     Parameters
@@ -165,6 +166,10 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
     spread : int >= 1
         Number of leading candidates ``delta`` is spread over (1: plain
         fixed-sequence testing); see the module docstring.
+    allow_mixed : bool
+        Accept a validation cache of another run than the search cache (other
+        weights, exits, preprocessing or MACs), with a logged warning. A
+        certificate is only as good as that assumption.
 
     Returns
     -------
@@ -187,7 +192,8 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
     ------
     ResultError
         Validation samples equal to the search split's, or candidates that do
-        not record their search samples, or that do not fit the cache.
+        not record their search samples, or that do not fit the cache, or a
+        validation cache of another run (:meth:`SearchResult.check_cache`).
     CacheError
         ``risk="accuracy"`` with an unlabelled validation sample.
     ValueError
@@ -203,7 +209,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
     if isinstance(validation_cache, (str, Path)):
         validation_cache = ExitCache.read(validation_cache)
     targets = _check_targets(max_drop, "max_drop", 0.0, 1.0)
-    delta = _check_candidates(candidates, validation_cache, risk, delta)
+    delta = _check_candidates(candidates, validation_cache, risk, delta, allow_mixed)
     if isinstance(spread, bool) or not isinstance(spread, (int, np.integer)) or spread < 1:
         raise ValueError(f"spread must be a positive integer, got {spread!r}")
     md = candidates.metadata
@@ -218,7 +224,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
     counts = np.array([risk_counts(validation_cache, truth, simulate(validation_cache, configs[i]).pred)
                        for i in order], dtype=np.int64).reshape(len(order), 2)
 
-    costs = candidates._stored_costs(validation_cache)
+    costs = candidates._stored_costs(validation_cache, allow_mixed)
     problem = Problem(validation_cache, costs)
     rows, chosen = [], []
     for m in targets:

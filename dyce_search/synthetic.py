@@ -247,5 +247,30 @@ def make_cache(backbone: str = "resnet152", n_samples: int = 50_000, n_classes: 
             "exit_types": [dict(e) for e in PAPER_EXIT_TYPES],
             "image_size": 224,
             "seed": int(seed),
+            "provenance": synthetic_record(backbone, C, seed, M),
         },
+    )
+
+
+#: Bumped whenever the generative model changes, so caches of two generator
+#: versions never count as one model.
+GENERATOR_VERSION = 2
+
+
+def synthetic_record(backbone: str, n_classes: int, seed: int, n_samples: int) -> dict:
+    """The provenance record of a synthetic cache.
+
+    The backbone, the number of classes and the generator version fix the
+    model (its "weights" and "exits"); the seed and size fix the samples, so
+    two seeds are two splits of one run.
+    """
+    from .provenance import digest, make_record
+
+    model = {"generator": __name__, "version": GENERATOR_VERSION, "backbone": backbone, "n_classes": int(n_classes)}
+    return make_record(
+        backbone=digest(model, "backbone"),
+        exits=digest(model, "exits"),
+        preprocess=digest(model, "preprocess"),
+        training=digest(model, "training"),
+        data=digest({"seed": int(seed), "n_samples": int(n_samples)}),
     )

@@ -8,8 +8,9 @@
     torchrun --nproc_per_node G -m extract MODEL --data DATA ...
 
 Bad input (unknown model, missing data or weights, a checkpoint of another
-architecture, a class-count mismatch) ends with one line ``error: ...`` and
-exit status 2.
+architecture, a class-count mismatch, an option the mode does not use, a run
+directory that cannot be written) ends with one line ``error: ...`` and exit
+status 2; Ctrl-C with one line and status 130.
 """
 
 from __future__ import annotations
@@ -18,15 +19,32 @@ import argparse
 import os
 import sys
 
-from dyce_search.errors import DyceError, print_cli_error
+from dyce_search._io import check_writable
+from dyce_search.errors import CliParser, DyceError, run_cli
 
 from .errors import ExtractError
 
 DEFAULT_EXIT_TYPES = "paper"
 
+#: Defaults of options that some mode ignores. The parser leaves them None, so that
+#: an option given explicitly can be told from one left out (:func:`_reject_ignored`).
+DEFAULTS = {
+    "weights": "default", "splits": ("train", "val"), "train_split": "train", "exit_types": DEFAULT_EXIT_TYPES,
+    "lr": 3e-4, "workers": 4, "shard_size": 10_000, "seed": 0,
+}
+
+#: Options each mode does not use: given explicitly, they are an error instead of being dropped silently.
+IGNORED = {
+    "digits": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
+               "--num-classes", "--no-augment", "--shard-size", "--device", "--json", "--hash-data"),
+    "macs": ("--data", "--weights", "--splits", "--train-split", "--epochs", "--batch-size", "--lr", "--workers",
+             "--no-augment", "--shard-size", "--seed", "--out", "--device", "--backbone-epochs", "--hash-data"),
+    "extract": ("--backbone-epochs", "--json"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="python -m extract",
         description=(
             "Attach early exits to a frozen pretrained classifier (DyCE), train them by distillation "
@@ -37,23 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*), or 'digits' for the demo")
     p.add_argument("--data", help="ImageNet-style folder: DATA/<split>/<class>/<image> (torchvision ImageFolder)")
     p.add_argument(
-        "--weights", default="default",
+        "--weights",
         help="'default' (the library's pretrained weights), a torchvision weights name / timm tag, "
-        "a local .pt/.pth checkpoint, or 'none' for random weights (default: %(default)s)",
+        "a local .pt/.pth checkpoint, or 'none' for random weights (default: default)",
     )
-    p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to record (default: train val)")
-    p.add_argument("--train-split", default="train", help="split the exits are trained on (default: %(default)s)")
-    p.add_argument("--exit-types", default=DEFAULT_EXIT_TYPES,
-                   help="'paper' (mlp1, mlp3x500, mlp3x1000, mlp5x500, mlp5x1000) or a comma list like mlp1,mlp2x64")
+    p.add_argument("--splits", nargs="+", help="splits to record (default: train val)")
+    p.add_argument("--train-split", help="split the exits are trained on (default: train)")
+    p.add_argument("--exit-types",
+                   help="'paper' (mlp1, mlp3x500, mlp3x1000, mlp5x500, mlp5x1000) or a comma list like mlp1,mlp2x64 "
+                   "(default: paper; digits --macs: the demo's exits)")
     p.add_argument("--epochs", type=int, default=None, help="exit-training epochs (default: 5; digits: 60)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: 64)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: %(default)s, paper)")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default: %(default)s)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 3e-4, paper)")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (default: 4)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the model (default: 1000 for pretrained weights, else the class folders found)")
     p.add_argument("--no-augment", action="store_true", help="train the exits on eval-transformed images")
-    p.add_argument("--shard-size", type=int, default=10_000, help="samples per resumable recording shard")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, help="samples per resumable recording shard (default: 10000)")
+    p.add_argument("--hash-data", action="store_true",
+                   help="identify each data split by the bytes of its files (reads them once more) instead of by "
+                   "their names and sizes; the digest goes into run.json and every cache's provenance record")
+    p.add_argument("--seed", type=int, help="seed of the exits' initialisation and shuffling (default: 0)")
     p.add_argument("--out", help="run directory (default: runs/MODEL; digits: data/digits)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -68,13 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
-    except (DyceError, OSError) as exc:
         # OSError: e.g. a pretrained-weights download without network, an unreadable image, a full disk
-        return print_cli_error(exc)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return run_cli(_run, args, errors=(DyceError, OSError),
+                       interrupted="interrupted; rerun the same command to resume")
     finally:
         _shutdown_distributed()
 
@@ -85,6 +103,20 @@ def _log(quiet: bool):
 
 def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
+
+
+def _mode(args) -> str:
+    return "macs" if args.macs else "digits" if args.model == "digits" else "extract"
+
+
+def _reject_ignored(args) -> None:
+    """Raise ExtractError naming every option given explicitly that the mode of ``args`` does not use."""
+    mode = _mode(args)
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in IGNORED[mode]}
+    given = [flag for flag, value in values.items() if value is not None and value is not False]
+    if given:
+        what = {"digits": "the digits demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
+        raise ExtractError(f"{what} does not use {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _check_numbers(args) -> None:
@@ -102,6 +134,14 @@ def _check_numbers(args) -> None:
 def _run(args) -> int:
     import importlib
 
+    _reject_ignored(args)
+    if args.model == "digits" and args.exit_types is None:  # --macs: the demo's own exits
+        from .digits import EXIT_TYPES
+
+        args.exit_types = ",".join(EXIT_TYPES)
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     _check_numbers(args)
 
     for module in args.imports:
@@ -125,16 +165,11 @@ def _print_macs(args) -> int:
     from .exits import parse_exit_types
     from .macs import macs_table
 
-    types = args.exit_types
-    if args.model == "digits" and types == DEFAULT_EXIT_TYPES:
-        from .digits import EXIT_TYPES
-
-        types = ",".join(EXIT_TYPES)
     # shapes only: the meta device skips allocation and initialisation
     backbone = build_backbone(
         args.model, None, num_classes=args.num_classes or _default_classes(args.model), device="meta"
     )
-    table = macs_table(backbone, parse_exit_types(types))
+    table = macs_table(backbone, parse_exit_types(args.exit_types))
     print(table.to_json() if args.json else table.to_text())
     return 0
 
@@ -150,8 +185,10 @@ def _default_classes(model: str) -> int:
 def _digits(args) -> int:
     from .digits import run_demo
 
+    out = args.out or os.path.join("data", "digits")
+    check_writable(out, option="--out", folder=True)
     run_demo(
-        args.out or os.path.join("data", "digits"),
+        out,
         exit_epochs=args.epochs,
         backbone_epochs=args.backbone_epochs,
         batch_size=args.batch_size,
@@ -214,11 +251,12 @@ def _extract(args) -> int:
     weights = None if args.weights.strip().lower() in ("none", "random", "") else args.weights
     if weights is not None and looks_like_path(weights) and not os.path.isfile(weights):
         raise ExtractError(f"--weights {weights}: no such checkpoint file")
+    out = args.out or os.path.join("runs", args.model)
+    check_writable(out, option="--out", folder=True)
     device = _setup_distributed(args.device)
     from .data import world
 
     rank, _ = world()
-    out = args.out or os.path.join("runs", args.model)
     run = RunDir(out)
 
     eval_tf = eval_transform(args.model, weights)
@@ -260,6 +298,7 @@ def _extract(args) -> int:
         device=device,
         shard_size=args.shard_size,
         progress=_progress(args.quiet),
+        hash_data=args.hash_data,
     )
     bank = seeded_bank(backbone, exit_types, args.seed)
     info = RunInfo(

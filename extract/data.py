@@ -2,8 +2,9 @@
 
 Three jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
 torchvision ``ImageFolder`` layout) with one clear error when it is missing or
-empty; derive the usual training augmentation from the weights' own eval
-transform; and hand out samplers whose order depends only on ``(seed, epoch)``
+empty, or when one of its images cannot be decoded (:class:`UnreadableImageError`,
+naming the file, also from a DataLoader worker); derive the usual training
+augmentation from the weights' own eval transform; and hand out samplers whose order depends only on ``(seed, epoch)``
 (training) or on the dataset index (recording), on one process or under DDP.
 """
 
@@ -43,6 +44,52 @@ class IndexedDataset(Dataset):
         return x, int(y), int(index)
 
 
+class UnreadableImageError(ExtractError):
+    """An image file of the dataset cannot be decoded (truncated, corrupt, not an image); names the file.
+
+    A DataLoader worker sends an exception back as text and the main process
+    rebuilds it as ``type(exc)(text)`` (``torch._utils.ExceptionWrapper.reraise``),
+    the text being ``"Caught UnreadableImageError in DataLoader worker process
+    N.\nOriginal Traceback ...\nextract.data.UnreadableImageError: <message>\n"``.
+    Built from such a text, the exception keeps only ``<message>``, so it
+    reads the same with and without workers (one ``error:`` line in the CLI).
+    """
+
+    def __init__(self, message: str):
+        super().__init__(_own_message(str(message), type(self)))
+
+
+def _own_message(text: str, cls: type) -> str:
+    """``text`` itself, or the exception's own one-line message if ``text`` is a worker's re-raise text."""
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    lines = text.rstrip("\n").split("\n")
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else text
+
+
+def load_image(path: str):
+    """Decode one image file as RGB (the loader of :func:`image_folder`).
+
+    Raises
+    ------
+    UnreadableImageError
+        The file cannot be opened, or is truncated, corrupt or not an image;
+        the message names it.
+    """
+    import struct
+
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh, Image.open(fh) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        # one line: a worker's re-raise keeps only the last line of the text (see UnreadableImageError)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UnreadableImageError(f"image file {path!r} is unreadable: {reason}") from None
+
+
 def image_folder(root: str | os.PathLike, split: str, transform=None):
     """The ``root/split`` folder as a torchvision ``ImageFolder``.
 
@@ -59,6 +106,7 @@ def image_folder(root: str | os.PathLike, split: str, transform=None):
     ------
     ExtractError
         ``root`` or ``root/split`` does not exist, or holds no class folder with images.
+        Reading an item whose file cannot be decoded raises :class:`UnreadableImageError`.
     """
     from torchvision.datasets import ImageFolder
 
@@ -72,7 +120,7 @@ def image_folder(root: str | os.PathLike, split: str, transform=None):
         found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
         raise ExtractError(f"data folder {root!r} has no {split!r} split (sub-folders found: {found or 'none'})")
     try:
-        dataset = ImageFolder(path, transform=transform)
+        dataset = ImageFolder(path, transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise ExtractError(f"data folder {path!r} holds no images in class sub-folders ({exc})") from exc
     return dataset

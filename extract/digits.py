@@ -16,13 +16,17 @@ on real data without a download:
 4. exits ``mlp1``, ``mlp2x32``, ``mlp2x64`` at every position trained by
    distillation, and both caches recorded, into a run directory.
 
-``python -m extract digits --out data/digits`` re-creates the shipped run.
+``make digits`` re-creates the shipped run (``python -m extract digits`` with
+:data:`PORTABLE_ENV` set; see :func:`demo_numerics` for why the environment
+matters).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +50,12 @@ EXIT_TYPES = ("mlp1", "mlp2x32", "mlp2x64")
 BACKBONE_EPOCHS = 30
 EXIT_EPOCHS = 60
 BACKBONE_FILE_NOTE = "trained on the digits train split by extract.digits"
+# Process environment that makes the run's numbers independent of the CPU
+# (see demo_numerics). torch reads ATEN_CPU_CAPABILITY at its first kernel
+# call and MKL reads MKL_CBWR at its first call, so they cannot be switched
+# from inside a running process: whoever starts it sets them (`make digits`
+# does) and run_demo records whether they were.
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 
 # --------------------------------------------------------------------- data
@@ -70,6 +80,15 @@ class DigitsSplit(Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i], int(self.labels[i])
+
+    def identity(self) -> dict:
+        """What identifies this split for provenance records: its sample ids, pixels and labels."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for array in (self.sample_ids.astype(np.int64), self.images.numpy(), self.labels.numpy()):
+            h.update(np.ascontiguousarray(array).tobytes())
+        return {"kind": "digits", "samples": int(len(self)), "sha256": h.hexdigest()}
 
 
 def load_splits() -> dict[str, DigitsSplit]:
@@ -262,6 +281,80 @@ def build(weights: str | os.PathLike | None = None) -> SegmentedBackbone:
     return build_backbone(NAME, weights, num_classes=NUM_CLASSES)
 
 
+# ---------------------------------------------------------------- numerics
+def portable_environment() -> bool:
+    """Whether this process was started with :data:`PORTABLE_ENV` (read by torch and MKL at start-up)."""
+    return all(os.environ.get(k, "").lower() == v.lower() for k, v in PORTABLE_ENV.items())
+
+
+@contextlib.contextmanager
+def demo_numerics() -> Iterator[None]:
+    """The demo's floating-point settings for the block; the previous ones restored afterwards.
+
+    Always: one thread (results then do not depend on the core count; for a
+    10-MMAC model a second thread buys little) and deterministic algorithms.
+    That makes a rerun repeat bit for bit on the same CPU type and torch build.
+
+    Under :data:`PORTABLE_ENV` also convolutions without oneDNN and NNPACK:
+    both pick their kernels by the CPU's instruction set, and kernels that sum
+    in another order give other last bits, which 30 epochs of training grow
+    into other weights. Without them convolutions run as ATen's im2col + MKL
+    GEMM, which ``MKL_CBWR=COMPATIBLE`` makes CPU independent, so the run
+    repeats on any x86-64 CPU with the same torch build, at about 3x the CPU
+    time (and with other numbers than the fastest kernels give).
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    portable = portable_environment()
+    # only oneDNN's on/off switch: mkldnn.flags() would also reset its TF32 and precision settings
+    onednn = torch.backends.mkldnn.set_flags(not portable and torch.backends.mkldnn.enabled, _fp32_precision=None)[0]
+    try:
+        with torch.backends.nnpack.flags(enabled=not portable and torch._C._get_nnpack_enabled()):
+            yield
+    finally:
+        torch.backends.mkldnn.set_flags(onednn, _fp32_precision=None)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def numerics() -> dict:
+    """What, besides the code and the seed, decides the demo's numbers in this process.
+
+    ``torch`` (the build), ``cpu_capability`` (the instruction set ATen's
+    kernels use: ``DEFAULT`` under :data:`PORTABLE_ENV`, else the best the
+    CPU has), ``mkl_cbwr`` (as the environment gives it), ``onednn`` and
+    ``nnpack`` (off under :func:`demo_numerics`) and ``portable``: whether
+    every CPU-dependent kernel choice is pinned, so that the run repeats bit
+    for bit whatever the x86-64 CPU's instruction set (same torch build).
+    """
+    record = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        "onednn": bool(torch.backends.mkldnn.enabled),
+        "nnpack": bool(torch._C._get_nnpack_enabled()),  # torch.backends.nnpack has no public getter
+    }
+    record["portable"] = (
+        record["cpu_capability"] == "DEFAULT"
+        and record["mkl_cbwr"] == PORTABLE_ENV["MKL_CBWR"]
+        and not (record["onednn"] or record["nnpack"])
+    )
+    return record
+
+
+def _numerics_note(record: dict) -> str:
+    """One log line on how far the run's numbers carry to other machines."""
+    if record["portable"]:
+        return f"numerics: portable (torch {record['torch']}, ATen DEFAULT, MKL_CBWR=COMPATIBLE)"
+    env = " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+    return (
+        f"numerics: ATen {record['cpu_capability']}, MKL_CBWR={record['mkl_cbwr']}: the result repeats only on "
+        f"this CPU type; start the process with {env} (make digits PORTABLE=1 does) for one independent of the "
+        "instruction set"
+    )
+
+
 # ------------------------------------------------------------------ the demo
 def run_demo(
     out: str | os.PathLike = os.path.join("data", "digits"),
@@ -277,8 +370,11 @@ def run_demo(
 
     Trains the backbone unless ``out/backbone.pt`` exists, then hands over to
     :func:`extract.pipeline.run_pipeline` (exits, MACs, the ``calibration`` and
-    ``test`` caches). Deterministic: fixed seeds, one CPU thread and
-    ``torch.use_deterministic_algorithms`` (both restored afterwards).
+    ``test`` caches). Deterministic: fixed seeds under :func:`demo_numerics`
+    (restored afterwards); ``run.json`` records :func:`numerics` under
+    ``training.numerics``. A rerun on the same CPU type gives equal caches and
+    byte-identical ``backbone.pt`` / ``exits.pt``; under :data:`PORTABLE_ENV`
+    also one on an x86-64 CPU with another instruction set (same torch build).
 
     Parameters
     ----------
@@ -301,16 +397,8 @@ def run_demo(
     backbone_epochs = BACKBONE_EPOCHS if backbone_epochs is None else int(backbone_epochs)
     if exit_epochs < 1 or backbone_epochs < 1:
         raise ExtractError("epochs must be at least 1")
-    # One thread: the result then does not depend on the machine's core count,
-    # and for a 10-MMAC model a second thread buys little.
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with demo_numerics():
         return _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log) -> dict:
@@ -318,6 +406,8 @@ def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log
     from .pipeline import Settings, run_pipeline, seeded_bank
     from .rundir import RunDir, RunInfo
 
+    record = numerics()
+    log(_numerics_note(record))
     torch.manual_seed(seed)
     splits = load_splits()
     run = RunDir(out)
@@ -341,6 +431,7 @@ def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log
     training = {
         "epochs": exit_epochs, "batch_size": settings.batch_size, "lr": settings.lr, "split": "train",
         "augment": False, "loss": "soft cross-entropy to the head (Eq. 2-3)", "backbone_epochs": backbone_epochs,
+        "numerics": record,
     }
     if fit is not None:
         training["backbone_accuracy"] = fit.__dict__

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dyce_search._io import atomic_target
-
 from .backbones.base import PositionInfo
 from .errors import ExtractError
 
@@ -308,9 +306,14 @@ class ExitBank(nn.Module):
         return cls(positions, per_position, num_classes)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``{"spec", "state_dict"}`` with ``torch.save``, atomically."""
-        with atomic_target(path) as tmp:
-            torch.save({"spec": self.spec(), "state_dict": self.state_dict()}, tmp)
+        """Write ``{"spec", "state_dict"}`` with ``torch.save``, atomically.
+
+        Through :func:`extract.train.atomic_torch_save`, so equal banks give
+        byte-identical files.
+        """
+        from .train import atomic_torch_save  # lazily, as in rundir: importing exits stays light
+
+        atomic_torch_save({"spec": self.spec(), "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ExitBank:

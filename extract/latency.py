@@ -21,11 +21,10 @@ cost depends on how many leave; zero at batch size 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dyce_search._io import check_writable, write_text_atomic
 from dyce_search.costs import Costs
+from dyce_search.errors import CliParser, run_cli
 
 from .runtime import exit_step
 
@@ -158,7 +159,7 @@ def measure_costs(
 
 
 def save_profile(costs: Costs, path, *, measurement: dict | None = None) -> None:
-    """Write ``costs`` as a ``dyce-costs`` JSON document, atomically.
+    """Write ``costs`` as a ``dyce-costs`` JSON document, atomically (``dyce_search._io.atomic_target``).
 
     ``measurement`` (device, batch size, repeats, ...) is stored under an extra
     ``"measurement"`` key for provenance; ``Costs.load`` ignores it.
@@ -166,22 +167,11 @@ def save_profile(costs: Costs, path, *, measurement: dict | None = None) -> None
     doc = costs.to_dict()
     if measurement:
         doc["measurement"] = measurement
-    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".latency-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="python -m extract.latency",
         description="Measure per-segment and per-exit latency of a run directory and save it as a "
         "dyce-costs profile (ms per sample) for `dyce_search --costs`.",
@@ -198,42 +188,49 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    from dyce_search.errors import USER_ERRORS, print_cli_error
+    """Entry point of ``python -m extract.latency``: 0, 2 after bad input (one ``error:`` line), 130 after Ctrl-C."""
+    return run_cli(_run, _parser().parse_args(argv))
 
-    try:
-        if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
-            raise ValueError("--batch-size and --repeats must be >= 1, --warmup >= 0")
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available")
-        from .rundir import load_run
 
-        backbone, bank, _info = load_run(args.run_dir)
-        backbone.to(device)
-        bank.to(device)
-        costs = measure_costs(
-            backbone, bank, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
-            progress=not args.quiet and sys.stderr.isatty(),
-        )
-        save_profile(
-            costs,
-            args.out,
-            measurement={
-                "device": str(device),
-                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "threads": torch.get_num_threads(),
-                "batch_size": args.batch_size,
-                "warmup": args.warmup,
-                "repeats": args.repeats,
-                "statistic": "median",
-                "torch": torch.__version__,
-            },
-        )
-    except USER_ERRORS as exc:
-        return print_cli_error(exc)
+def _run(args) -> int:
+    if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--batch-size and --repeats must be >= 1, --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_writable(args.out, option="--out")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available")
+    from .rundir import load_run
+
+    from .fingerprint import run_record
+
+    backbone, bank, info = load_run(args.run_dir)
+    # the record ties the profile to this run's weights: Costs.check refuses it for caches of other runs
+    record = run_record(backbone, bank, info)
+    backbone.to(device)
+    bank.to(device)
+    costs = measure_costs(
+        backbone, bank, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    costs = dataclasses.replace(costs, provenance=record)
+    save_profile(
+        costs,
+        args.out,
+        measurement={
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(),
+            "batch_size": args.batch_size,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "statistic": "median",
+            "torch": torch.__version__,
+        },
+    )
     if not args.quiet:
         print(
             f"wrote {args.out}: {costs.n_positions + 1} segments ({costs.total:.4g} ms/sample in all), "

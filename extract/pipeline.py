@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dyce_search.provenance import FIELDS, MODEL_FIELDS, run_fingerprint
+
 from .errors import ExtractError
+from .fingerprint import (
+    backbone_digest, cache_record, data_identity, describe_transform, exits_digest, preprocess_digest,
+    training_digest,
+)
 from .rundir import RunDir, RunInfo, check_positions, save_backbone, write_text_atomic
 
 
@@ -43,6 +49,9 @@ class Settings:
         Samples per recording shard.
     progress : bool
         tqdm bars and log lines (rank 0).
+    hash_data : bool
+        Identify each data split by the bytes of its files rather than by
+        their paths and sizes (reads every file once more).
     """
 
     epochs: int = 5
@@ -53,6 +62,7 @@ class Settings:
     device: str = "cpu"
     shard_size: int = 10_000
     progress: bool = True
+    hash_data: bool = False
 
 
 def _rank() -> tuple[int, int]:
@@ -81,7 +91,9 @@ def cache_metadata(info: RunInfo, split: str, bank, macs) -> dict:
         "segment_macs": macs.segment_macs.tolist(),
         "seed": info.seed,
         "training": info.training,
+        "preprocess": info.preprocess,
         "run_created": info.created,
+        **({"provenance": record} if (record := cache_record(info.fingerprints, split)) else {}),
     }
 
 
@@ -108,13 +120,143 @@ def to_cache(recording, info: RunInfo, split: str, bank, macs, sample_ids: np.nd
     )
 
 
+#: run.json fields a rerun must repeat: they make the run what it is. Training
+#: settings and the seed count even when the exits already exist, because the
+#: caches' metadata describes them.
+_IDENTITY_FIELDS = (
+    "backbone", "weights", "num_classes", "input_size", "positions", "exits", "dataset", "seed", "training",
+    "preprocess",
+)
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))
+
+
+def _refuse_rerun(where: str, what: str, recorded, given) -> ExtractError:
+    return ExtractError(
+        f"{where} holds a run made with {what}={recorded!r}, but this command gives {given!r}; a run folder holds "
+        "one run: repeat the recorded settings (see its run.json) or choose another --out"
+    )
+
+
 def _same_run(old: RunInfo, new: RunInfo, where: str) -> None:
-    for key in ("backbone", "weights", "num_classes", "input_size", "positions", "exits", "dataset"):
-        a, b = json.loads(json.dumps(getattr(old, key))), json.loads(json.dumps(getattr(new, key)))
+    """Refuse a rerun whose settings or backbone weights differ from the recorded run."""
+    for key in _IDENTITY_FIELDS:
+        a, b = _plain(getattr(old, key)), _plain(getattr(new, key))
+        if key == "preprocess" and a is None:
+            continue  # recorded before run.json described the preprocessing
         if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+                raise _refuse_rerun(where, f"{key}.{sub}", a.get(sub), b.get(sub))
+            raise _refuse_rerun(where, key, a, b)
+    mine, theirs = old.fingerprints, new.fingerprints
+    if mine.get("data_identity") not in (None, theirs.get("data_identity")):
+        raise _refuse_rerun(where, "data identified by", mine["data_identity"], theirs.get("data_identity"))
+    if mine.get("backbone") and mine["backbone"] != theirs.get("backbone"):
+        raise ExtractError(
+            f"{where} holds a run whose backbone weights differ from the ones this command builds "
+            f"(digest {mine['backbone'][:12]} vs {theirs.get('backbone', '')[:12]}): the weights file changed, "
+            "or random weights came from another seed; choose another --out"
+        )
+
+
+def _merge_rerun(old: RunInfo, new: RunInfo, run: RunDir) -> RunInfo:
+    """The run.json of a rerun: the recorded run, its fingerprints completed and the new splits added."""
+    fingerprints = dict(old.fingerprints)
+    data = dict(fingerprints.get("data") or {})
+    for split, value in (new.fingerprints.get("data") or {}).items():
+        if split in data and data[split] != value and run.cache(split).is_file():
             raise ExtractError(
-                f"{where} holds a run with {key}={a!r}, not {b!r}; choose another --out or delete that directory"
+                f"{str(run.cache(split))!r} was recorded from other data than {new.dataset}/{split} holds now "
+                f"(files or sizes changed: digest {data[split][:12]} vs {value[:12]}); delete that cache to "
+                "re-record it, or choose another --out"
             )
+        data[split] = value
+    fingerprints["data"] = data
+    for key in ("backbone", "preprocess"):
+        fingerprints.setdefault(key, new.fingerprints.get(key))
+    if new.fingerprints.get("training") is not None:
+        if fingerprints.get("training") not in (None, new.fingerprints["training"]):
+            raise ExtractError(
+                f"{str(run.path)!r} holds exits trained on other data than {new.dataset}/{new.training.get('split')} "
+                f"holds now (training digest {fingerprints['training'][:12]} vs {new.fingerprints['training'][:12]}); "
+                "choose another --out"
+            )
+        fingerprints["training"] = new.fingerprints["training"]
+    splits = tuple(dict.fromkeys([*old.splits, *new.splits]))
+    preprocess = old.preprocess if old.preprocess is not None else new.preprocess
+    return RunInfo(**{**old.__dict__, "splits": splits, "preprocess": preprocess, "fingerprints": fingerprints})
+
+
+def _fingerprinted(info: RunInfo, backbone, train_data, splits: Mapping, hash_data: bool, say) -> RunInfo:
+    """``info`` with the digests of the backbone, the preprocessing and every data split."""
+    transforms = {describe_transform(getattr(d, "transform", None)) for d in splits.values()}
+    if len(transforms) > 1:
+        raise ExtractError(f"the splits to record use different transforms: {sorted(map(str, transforms))}")
+    preprocess = info.preprocess if info.preprocess is not None else next(iter(transforms), None)
+    if splits:
+        say(f"identifying the data ({'file contents' if hash_data else 'file names and sizes'})")
+    identities = {split: data_identity(d, contents=hash_data) for split, d in splits.items()}
+    if train_data is not None:
+        train = data_identity(train_data, contents=hash_data)
+    kinds = {ident["kind"] for ident in identities.values()} | ({train["kind"]} if train_data is not None else set())
+    fingerprints = {
+        "backbone": backbone_digest(backbone),
+        "preprocess": preprocess_digest(preprocess),
+        "data": {split: ident["digest"] for split, ident in identities.items()},
+        # how the splits were identified: digests of two kinds never match, so a change is named as such
+        "data_identity": "+".join(sorted(kinds)) or None,
+    }
+    if train_data is not None:
+        fingerprints["training"] = training_digest(info.training, info.seed, train["digest"])
+    return RunInfo(**{**info.__dict__, "preprocess": preprocess, "fingerprints": fingerprints})
+
+
+def _with_exits(info: RunInfo, bank) -> RunInfo:
+    """``info`` with the ``exits`` and ``run`` fingerprints of the final exits."""
+    fingerprints = dict(info.fingerprints)
+    fingerprints["exits"] = exits_digest(bank)
+    if fingerprints.get("training") is None:
+        # exits.pt was there before any run.json described its training data
+        fingerprints["training"] = training_digest(info.training, info.seed, None)
+    fingerprints["run"] = run_fingerprint(fingerprints)
+    return RunInfo(**{**info.__dict__, "fingerprints": fingerprints})
+
+
+def _check_recorded_caches(run: RunDir, info: RunInfo) -> None:
+    """Refuse when a cache in the run folder was recorded by other weights, exits or preprocessing."""
+    from dyce_search import ExitCache
+
+    current = cache_record(info.fingerprints, "")
+    for split, path in run.caches().items():
+        record = ExitCache.read_metadata(path).get("provenance")
+        if record is None:
+            raise ExtractError(
+                f"{str(path)!r} has no provenance record (recorded by an older release), so nothing shows it was "
+                f"recorded with this run's exits; delete it to re-record it, or choose another --out"
+            )
+        for key in MODEL_FIELDS:
+            if record.get(key) != current.get(key):
+                raise ExtractError(
+                    f"{str(path)!r} was recorded with other {FIELDS[key]} than {str(run.path)!r} holds now "
+                    f"({key} {str(record.get(key))[:12]} vs {str(current.get(key))[:12]}): exits.pt or the weights "
+                    "were replaced; delete that cache to re-record it, or choose another --out"
+                )
+        want = (info.fingerprints.get("data") or {}).get(split)
+        if want is not None and record.get("data") != want:
+            raise ExtractError(
+                f"{str(path)!r} was recorded from other data than {info.dataset}/{split} holds now; "
+                "delete it to re-record it, or choose another --out"
+            )
+
+
+def shard_fingerprint(info: RunInfo, split: str) -> str:
+    """What a recording shard of ``split`` must carry to be resumed: the run and the split's data."""
+    from dyce_search.provenance import digest
+
+    return digest({"run": info.fingerprints.get("run"), "data": (info.fingerprints.get("data") or {}).get(split)})
 
 
 def run_pipeline(
@@ -164,11 +306,11 @@ def run_pipeline(
     run = RunDir(out)
     if rank == 0:
         run.path.mkdir(parents=True, exist_ok=True)
+        info = _fingerprinted(info, backbone, train_data, splits, settings.hash_data, say)
         if run.run_json.is_file():
             old = RunInfo.load(run.run_json)
             _same_run(old, info, str(run.path))
-            splits_union = tuple(dict.fromkeys([*old.splits, *info.splits]))
-            info = RunInfo(**{**info.__dict__, "created": old.created, "splits": splits_union})
+            info = _merge_rerun(old, info, run)
         info.save(run.run_json)
         if info.backbone_file and not run.backbone.is_file():
             save_backbone(run.backbone, backbone)
@@ -187,13 +329,22 @@ def run_pipeline(
             backbone, bank, train_data,
             epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, workers=settings.workers,
             seed=settings.seed, device=settings.device, checkpoint_dir=run.checkpoints,
-            fingerprint={"backbone": info.backbone, "weights": info.weights, "exits": info.exits},
+            fingerprint={
+                "backbone": info.backbone, "weights": info.weights, "exits": info.exits, "seed": info.seed,
+                "training": info.training, "fingerprints": {k: info.fingerprints.get(k) for k in ("backbone", "training")},
+            },
             progress=settings.progress, log=say,
         )
         bank.to("cpu")
         if rank == 0:
             bank.save(run.exits)
         _barrier()
+    if rank == 0:
+        info = _with_exits(info, bank.to("cpu"))
+        _check_recorded_caches(run, info)
+        info.save(run.run_json)
+    _barrier()
+    info = RunInfo.load(run.run_json)
 
     macs = macs_table(backbone.to("cpu"), bank.to("cpu"))
     if rank == 0:
@@ -211,7 +362,7 @@ def run_pipeline(
             backbone, bank, dataset, bank.available,
             batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
             shard_dir=run.shards(split), shard_size=settings.shard_size, progress=settings.progress,
-            desc=f"record {split}",
+            desc=f"record {split}", fingerprint=shard_fingerprint(info, split), log=say,
         )
         if rank == 0:
             cache = to_cache(recording, info, split, bank.to("cpu"), macs, getattr(dataset, "sample_ids", None))

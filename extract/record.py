@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from dyce_search._io import atomic_target
 
 from .data import ChunkSampler, IndexedDataset, world
 from .errors import ExtractError
+from .runtime import top1  # the confidence max(y~) of dyce_search.exit_rule, shared with the run-time model
 from .train import autocast_for, exit_logits
 
 SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npz$")
@@ -82,24 +84,44 @@ class Recording:
             self.final_pred[rows], self.final_conf[rows],
         )
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
+    def save(self, path: str | os.PathLike, fingerprint: str = "") -> None:
+        """Write as ``.npz`` atomically (temp file in the same folder, then ``os.replace``).
+
+        ``fingerprint`` (see :func:`extract.pipeline.shard_fingerprint`) is
+        stored beside the arrays, so that a resumed recording can tell its own
+        shards from those of other exits or other data.
+        """
         with atomic_target(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **{name: getattr(self, name) for name in ARRAYS})
+            np.savez(fh, **{name: getattr(self, name) for name in ARRAYS}, fingerprint=np.array(fingerprint))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recording":
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{name: z[name] for name in ARRAYS})
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ExtractError(f"shard {os.fspath(path)!r} is unreadable ({exc}); delete it to re-record its rows") from exc
 
 
-def top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(class, probability)`` of the largest float32 softmax entry per row."""
-    conf, pred = torch.softmax(logits.float(), dim=-1).max(dim=-1)
-    return pred.to(torch.int32), conf
+def shard_fingerprint_of(path: Path) -> str | None:
+    """The fingerprint stored in a shard (None for shards written before fingerprints existed).
+
+    Reads the small ``fingerprint`` member only, and checks that every array
+    member is there and the archive's table of contents is whole.
+
+    Raises
+    ------
+    ExtractError
+        The shard is truncated or otherwise unreadable, naming it.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [name for name in ARRAYS if name not in z.files]
+            if missing:
+                raise ExtractError(f"shard {str(path)!r} lacks {missing}; delete it to re-record its rows")
+            return str(z["fingerprint"]) if "fingerprint" in z.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ExtractError(f"shard {str(path)!r} is unreadable ({exc}); delete it to re-record its rows") from exc
 
 
 def record_batch(backbone: nn.Module, bank: nn.Module, x: torch.Tensor, available: np.ndarray, autocast) -> tuple:
@@ -131,17 +153,31 @@ def record_batch(backbone: nn.Module, bank: nn.Module, x: torch.Tensor, availabl
     return pred, conf, fp.cpu().numpy(), fc.cpu().numpy()
 
 
-def completed_shards(shard_dir: Path, n: int) -> tuple[list[Path], int]:
+def completed_shards(shard_dir: Path, n: int, fingerprint: str | None = None,
+                     log: Callable[[str], None] | None = None) -> tuple[list[Path], int]:
     """Shard files in ``shard_dir`` and the dataset index where the next one starts.
 
-    Shards must tile ``[0, stop)`` without gaps or overlaps; anything else is
-    reported rather than silently re-recorded.
+    With ``fingerprint``, shards that carry another one (recorded with other
+    exits or from other data, or before shards carried one) are deleted, never
+    merged, and the rows they held are recorded again. Shards must tile
+    ``[0, stop)`` without gaps or overlaps; anything else is reported rather
+    than silently re-recorded, as is a shard that cannot be read.
     """
     shards = []
+    stale = []
     for path in shard_dir.glob("shard-*.npz"):
         m = SHARD_RE.match(path.name)
-        if m:
-            shards.append((int(m.group(1)), int(m.group(2)), path))
+        if not m:
+            continue
+        if fingerprint is not None and shard_fingerprint_of(path) != fingerprint:
+            stale.append(path)
+            continue
+        shards.append((int(m.group(1)), int(m.group(2)), path))
+    if stale:
+        for path in stale:
+            path.unlink()
+        if log is not None:
+            log(f"discarded {len(stale)} stale recording shard(s) in {shard_dir} (other exits, data or release)")
     shards.sort()
     stop = 0
     for first, end, path in shards:
@@ -185,6 +221,8 @@ def record_split(
     shard_size: int = 10_000,
     progress: bool = True,
     desc: str = "record",
+    fingerprint: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Recording | None:
     """Run ``dataset`` in order through the backbone and every exit.
 
@@ -209,6 +247,11 @@ def record_split(
         Samples per shard.
     progress : bool
         tqdm bar (rank 0).
+    fingerprint : str, optional
+        Stored in every shard; shards found with another one are discarded
+        (see :func:`completed_shards`). Without it, any shard is resumed.
+    log : callable, optional
+        Receives a line when stale shards are discarded.
 
     Returns
     -------
@@ -236,9 +279,10 @@ def record_split(
         shard_dir = Path(shard_dir)
         if rank == 0:
             shard_dir.mkdir(parents=True, exist_ok=True)
+            completed_shards(shard_dir, n, fingerprint, log)  # rank 0 alone discards stale shards
         if world_size > 1:
             dist.barrier()
-        done_paths, start = completed_shards(shard_dir, n)
+        done_paths, start = completed_shards(shard_dir, n, fingerprint)
     sampler = ChunkSampler(start, n, shard_size if shard_dir is not None else n, rank=rank, world_size=world_size)
     loader = DataLoader(
         IndexedDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -269,7 +313,7 @@ def record_split(
                 if rank == 0:
                     shard = _merge(merged, first, stop)
                     if shard_dir is not None:
-                        shard.save(shard_dir / f"shard-{first:010d}-{stop:010d}.npz")
+                        shard.save(shard_dir / f"shard-{first:010d}-{stop:010d}.npz", fingerprint or "")
                     finished.append(shard)
                     bar.update(stop - first)
                 pending, pending_rows, c = [], 0, c + 1

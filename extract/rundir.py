@@ -67,6 +67,13 @@ class RunInfo:
         Module to import before ``build_backbone`` (one that calls ``register_backbone``).
     training : dict
         Exit-training settings (epochs, batch_size, lr, train split, ...).
+    preprocess : str or None
+        The evaluation transform the recorded images went through (its text).
+    fingerprints : dict
+        Digests of what the run is made of (``extract.fingerprint``):
+        ``backbone``, ``preprocess``, ``training``, ``data`` (split -> digest
+        of that split's samples), and once the exits are final ``exits`` and
+        ``run``. Every cache carries the same digests in its provenance record.
     """
 
     backbone: str
@@ -82,6 +89,8 @@ class RunInfo:
     backbone_file: bool = False
     backbone_module: str | None = None
     training: dict = field(default_factory=dict)
+    preprocess: str | None = None
+    fingerprints: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +109,8 @@ class RunInfo:
             "backbone_file": self.backbone_file,
             "backbone_module": self.backbone_module,
             "training": self.training,
+            "preprocess": self.preprocess,
+            "fingerprints": self.fingerprints,
         }
 
     @classmethod
@@ -123,6 +134,8 @@ class RunInfo:
                 backbone_file=bool(d.get("backbone_file", False)),
                 backbone_module=d.get("backbone_module"),
                 training=dict(d.get("training") or {}),
+                preprocess=d.get("preprocess"),
+                fingerprints=dict(d.get("fingerprints") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExtractError(f"{where}: missing or malformed field {exc}") from exc

@@ -6,25 +6,23 @@ active at a time; :meth:`DyCEModel.use` switches to another in O(1) by
 swapping a reference to a precomputed execution plan (which exit module runs
 after which segment, and its threshold). Weights are never copied or reloaded.
 
-Threshold rule (why run time equals the simulation)
----------------------------------------------------
-The exit cache stores each exit's confidence as the float32 maximum of a
-float32 softmax, and ``dyce_search`` compares that float32 value against the
-float64 threshold t_p (``conf >= t``, the float32 value promoted exactly to
-float64). At run time the confidence is computed the same way (logits cast to
-float32, softmax over classes, max) and compared in float32 against
-``t32 = the smallest float32 >= t_p``, precomputed per configuration. For any
-float32 c, ``c >= t_p`` holds exactly when ``c >= t32``, so both sides take the
-same decision for the same confidence; differences can only come from the
-confidence itself differing in its last bits (the exit computed on a
-different batch composition), i.e. from confidences within float precision of
-a threshold.
+Exit rule (why run time equals the simulation)
+----------------------------------------------
+The rule is defined once, in :mod:`dyce_search.exit_rule`. Its confidence is
+computed by :func:`top1` (logits cast to float32, softmax over the classes,
+max), the one function the recorder (``extract.record``), this model and the
+latency profiler share. The model compares it in float32 against
+``t32 = float32_threshold(t_p)``, the smallest float32 >= t_p, precomputed per
+configuration: for any float32 c, ``c >= t32`` holds exactly when
+``float64(c) >= t_p``, the comparison ``dyce_search`` applies to the recorded
+value. Run time and simulation can therefore only differ where the
+confidence itself differs in its last bits (the exit computed on a different
+batch composition) and lies within float precision of a threshold.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -34,45 +32,36 @@ import torch
 from torch import nn
 
 from dyce_search.errors import DyceError, ResultError
+from dyce_search.exit_rule import float32_threshold
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DyCEModel", "UnknownConfigError", "check_result_fits", "exit_confidence", "exit_step", "threshold_float32"]
+__all__ = ["DyCEModel", "UnknownConfigError", "check_result_fits", "exit_step", "top1"]
 
 
 class UnknownConfigError(DyceError, LookupError):
     """``DyCEModel.use`` was asked for a configuration that is not stored."""
 
 
-def threshold_float32(t: float) -> float:
-    """The smallest float32 value >= ``t``, returned as a Python float.
+def top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 class and confidence max(y~) of each row, as :mod:`dyce_search.exit_rule` defines them.
 
-    For every float32 confidence c, ``c >= t`` (compared in float64) holds
-    exactly when ``c >= threshold_float32(t)`` (compared in float32). The
-    returned value is exactly representable in float32, so comparing a float32
-    tensor against it as a Python scalar involves no further rounding.
-    """
-    t = float(t)
-    if math.isnan(t):
-        raise ValueError("threshold is NaN")
-    t32 = np.float32(t)
-    if float(t32) < t:
-        t32 = np.nextafter(t32, np.float32(np.inf))
-    return float(t32)
-
-
-def exit_confidence(logits: torch.Tensor) -> torch.Tensor:
-    """max(y~) of Algorithm 1 line 6, computed as the exit cache records it.
+    The one torch implementation of the confidence: the recorder stores it,
+    :func:`exit_step` compares it with the threshold.
 
     Parameters
     ----------
-    logits : Tensor [B, num_classes]
+    logits : Tensor [..., num_classes], any floating dtype
 
     Returns
     -------
-    Tensor float32 [B]: the largest softmax probability, softmax taken in float32.
+    pred : int32 Tensor [...]
+        Index of the largest softmax entry.
+    conf : float32 Tensor [...]
+        The largest softmax probability, the softmax taken in float32.
     """
-    return torch.softmax(logits.float(), dim=1).amax(dim=1)
+    conf, pred = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+    return pred.to(torch.int32), conf
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ class _Stage:
 
     position: int
     exit: nn.Module
-    threshold: float  # float32-exact, see threshold_float32
+    threshold: float  # float32_threshold(t_p): exactly representable in float32
 
 
 def exit_step(exit_module: nn.Module, features: torch.Tensor, threshold: float):
@@ -94,7 +83,7 @@ def exit_step(exit_module: nn.Module, features: torch.Tensor, threshold: float):
     ----------
     exit_module : the exit f_{n,k}
     features : Tensor [B, ...], o_n of the samples still in flight
-    threshold : float, a float32-exact threshold (see :func:`threshold_float32`)
+    threshold : float, ``dyce_search.exit_rule.float32_threshold(t)`` (exact in float32)
 
     Returns
     -------
@@ -104,7 +93,7 @@ def exit_step(exit_module: nn.Module, features: torch.Tensor, threshold: float):
         (every row stays, nothing to select)
     """
     logits = exit_module(features)
-    confident = exit_confidence(logits) >= threshold
+    confident = top1(logits)[1] >= threshold
     leave = torch.nonzero(confident).squeeze(1)
     # One host sync (the nonzero) per exit; the complement only when someone left.
     stay = torch.nonzero(~confident).squeeze(1) if leave.numel() else None
@@ -142,6 +131,8 @@ class DyCEModel(nn.Module):
         self._positions = tuple(p.name for p in backbone.positions)
         self._bank_types = _bank_exit_types(exits)
         self._result = configs if hasattr(configs, "choose") else None
+        #: provenance record of the run (set by :meth:`load`; None when built from modules)
+        self.provenance: dict | None = None
         configs, lambdas, type_names = _unpack_configs(configs, self._bank_types)
         self._configs = tuple(configs)
         self._lambdas = lambdas
@@ -182,11 +173,11 @@ class DyCEModel(nn.Module):
                     f"configuration {index} enables exit type {self._bank_types[bank_k]!r} at position "
                     f"{self._positions[p]!r}, but the exit bank has no such exit there"
                 )
-            stages.append(_Stage(p, module, threshold_float32(config.thresholds[p])))
+            stages.append(_Stage(p, module, float32_threshold(config.thresholds[p])))
         return tuple(stages)
 
     @classmethod
-    def load(cls, run_dir, results, *, device="cpu") -> "DyCEModel":
+    def load(cls, run_dir, results, *, device="cpu", allow_mixed: bool = False) -> "DyCEModel":
         """Load a run directory (``python -m extract``) and its search results.
 
         Parameters
@@ -194,21 +185,43 @@ class DyCEModel(nn.Module):
         run_dir : path of the run directory
         results : path of a saved SearchResult (.json / .parquet), or a SearchResult
         device : where to put the model
+        allow_mixed : bool
+            Accept results searched on a cache of another run (other backbone
+            weights, exits or preprocessing), with a logged warning.
+
+        Returns
+        -------
+        DyCEModel
+            Its ``provenance`` holds the run's record (digests of the loaded
+            backbone and exits, ``dyce_search.provenance``).
 
         Raises
         ------
         ResultError
             If the results were searched for another backbone, other positions,
-            other exit types or another number of classes.
+            other exit types or another number of classes, or on a cache that
+            another run recorded: the digests of the loaded weights are
+            compared with the record the search cache carried.
         """
         from dyce_search import load_result
+        from dyce_search.provenance import Origin, check_combinable
+
+        from .fingerprint import run_record
         from .rundir import load_run
 
         result = results if hasattr(results, "configs") else load_result(results)
-        backbone, bank, _info = load_run(run_dir, map_location=device)
+        backbone, bank, info = load_run(run_dir, map_location=device)
         source = str(results) if isinstance(results, (str, os.PathLike)) else "the search result"
         check_result_fits(result.metadata, backbone, bank, source=source, run=str(run_dir))
-        return cls(backbone, bank, result)
+        record = run_record(backbone, bank, info)
+        check_combinable(
+            Origin(f"the run {str(run_dir)!r}", record, None, None, info.backbone),
+            Origin.of_result(result.metadata, f"the search cache of {source}"),
+            allow_mixed=allow_mixed, error=ResultError,
+        )
+        model = cls(backbone, bank, result)
+        model.provenance = record
+        return model
 
     # ------------------------------------------------------------ switching
     @property

@@ -93,11 +93,20 @@ def autocast_for(device: torch.device):
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``."""
+    """``torch.save`` to a temp file in the same folder, then ``os.replace``.
+
+    Every ``torch.save`` in :mod:`extract` goes through here. The archive is
+    written through an open file object, never a file name: given a name,
+    ``torch.save`` names the zip's inner folder after the file (here the
+    random temporary name), so equal tensors gave different bytes. Through a
+    file object the folder is always ``archive/`` and the rest of the zip
+    (record order, the content-derived ``.data/serialization_id``, no
+    timestamps) is fixed, so equal objects give byte-identical files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_target(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _rng_state(device: torch.device) -> dict:

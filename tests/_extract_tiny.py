@@ -93,3 +93,20 @@ def ddp_worker(rank, world_size, port, argv):
     code = main(list(argv))
     if code != 0:
         raise RuntimeError(f"rank {rank}: python -m extract exited with {code}")
+
+
+def run_cli(capsys, *argv):
+    """``python -m extract`` in process: ``(exit status, stdout, stderr)``."""
+    from extract.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err):
+    """The single ``error: ...`` line of ``err`` (asserting there is nothing else, no traceback)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

@@ -201,7 +201,7 @@ def test_check_same_model():
     curves.check_same_model(a, tiny_cache(metadata={"backbone": "toy", "split": "test"}))
     with pytest.raises(CacheError, match="backbone"):
         curves.check_same_model(a, tiny_cache(metadata={"backbone": "other"}))
-    with pytest.raises(CacheError, match="total MACs"):
+    with pytest.raises(CacheError, match=r"MACs differ \(total_macs: 100 vs 200\)"):
         curves.check_same_model(a, tiny_cache(total_macs=200))
     with pytest.raises(CacheError, match="positions"):
         curves.check_same_model(a, tiny_cache(positions=("x", "y")))

@@ -13,28 +13,15 @@ torch = pytest.importorskip("torch")
 import numpy as np
 
 import _extract_tiny as tiny
+from _extract_tiny import one_error_line, run_cli
 from dyce_search import ExitCache
 from extract import ExtractError
-from extract.cli import main
 from extract.rundir import RunInfo, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--import", "_extract_tiny"]
 
 
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_macs_table_needs_no_data(capsys):

@@ -263,7 +263,9 @@ def test_evaluate_uses_the_stored_cost_profile():
     assert result.metadata["cost_unit"] == "ms"
     table = result.evaluate(cache)
     assert table["macs"][0] == evaluate(cache, config, costs).macs
-    macs = result.evaluate(cache, Costs.from_cache(cache))
+    with pytest.raises(ResultError, match="searched in cost unit 'ms'; evaluating it in 'macs'"):
+        result.evaluate(cache, Costs.from_cache(cache))
+    macs = result.evaluate(cache, Costs.from_cache(cache), allow_mixed=True)
     assert macs["macs"][0] == evaluate(cache, config).macs
 
 

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 from torch import nn  # noqa: E402
 
 from dyce_search import Config, ExitCache, ResultError, SearchResult  # noqa: E402
@@ -17,14 +15,12 @@ from dyce_search.evaluation import evaluate, simulate  # noqa: E402
 from extract.backbones import from_blocks  # noqa: E402
 from extract.exits import ExitBank, ExitType  # noqa: E402
 from extract.macs import count_macs, macs_table  # noqa: E402
-from extract.record import top1  # noqa: E402
 from extract.runtime import (  # noqa: E402
     DyCEModel,
     UnknownConfigError,
     check_result_fits,
-    exit_confidence,
-    threshold_float32,
 )
+from extract.fingerprint import run_record  # noqa: E402
 
 NUM_CLASSES = 6
 INPUT_SIZE = (2, 8, 8)
@@ -61,8 +57,17 @@ def record_cache(backbone, bank, x, labels):
         label=rec.label, pred=rec.pred, conf=rec.conf, final_pred=rec.final_pred, final_conf=rec.final_conf,
         backbone_macs=macs.backbone_macs, exit_macs=macs.exit_macs, available=macs.available,
         total_macs=macs.total_macs, positions=macs.positions, exit_types=macs.exit_types,
-        sample=rec.sample, num_classes=NUM_CLASSES, metadata={"backbone": "tiny", "split": "test"},
+        sample=rec.sample, num_classes=NUM_CLASSES,
+        metadata={"backbone": "tiny", "split": "test", "provenance": run_record(backbone, bank, tiny_info())},
     )
+
+
+def tiny_info():
+    """What run.json would say of the tiny model (no fingerprints: digests come from the loaded weights)."""
+    from extract.rundir import RunInfo
+
+    return RunInfo(backbone="tiny", weights=None, num_classes=NUM_CLASSES, input_size=INPUT_SIZE, positions=[],
+                   exits={}, dataset=None, splits=("test",), seed=0)
 
 
 def quantile_configs(cache, n=12, seed=1):
@@ -136,35 +141,6 @@ def reference_forward(backbone, bank, config, x):
                     break
             margins.append(margin)
     return torch.stack(logits_out), torch.tensor(positions), np.array(margins)
-
-
-# ---------------------------------------------------------------- threshold rule
-@settings(max_examples=300, deadline=None)
-@given(
-    c=st.floats(0, 1, width=32),
-    t=st.one_of(st.floats(-1, 2, allow_nan=False), st.floats(0, 1, width=32).map(float)),
-    nudge=st.sampled_from([-1, 0, 1]),
-)
-def test_threshold_float32_decides_as_float64(c, t, nudge):
-    t = float(np.nextafter(t, np.inf * nudge)) if nudge else t
-    c32 = np.float32(c)
-    t32 = threshold_float32(t)
-    assert float(np.float32(t32)) == t32  # exactly representable
-    assert (float(c32) >= t) == bool(c32 >= np.float32(t32))
-    assert bool(torch.tensor([c32]) >= t32) == (float(c32) >= t)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_confidence_is_computed_as_the_recorder_does(dtype):
-    logits = (torch.randn(300, 7, generator=torch.Generator().manual_seed(0)) * 6).to(dtype)
-    got = exit_confidence(logits)
-    assert got.dtype == torch.float32
-    assert torch.equal(got, top1(logits)[1])  # bit for bit
-
-
-def test_threshold_float32_rejects_nan():
-    with pytest.raises(ValueError, match="NaN"):
-        threshold_float32(float("nan"))
 
 
 # -------------------------------------------------------------------- forward
@@ -338,7 +314,7 @@ def test_load_checks_the_saved_result_against_the_run(tiny, tmp_path, monkeypatc
     import extract.rundir
 
     backbone, bank, x, _, result = tiny
-    monkeypatch.setattr(extract.rundir, "load_run", lambda run_dir, map_location="cpu": (backbone, bank, None))
+    monkeypatch.setattr(extract.rundir, "load_run", lambda run_dir, map_location="cpu": (backbone, bank, tiny_info()))
     path = tmp_path / "configs.json"
     result.save(path)
     model = DyCEModel.load(tmp_path / "run", path)
@@ -352,6 +328,26 @@ def test_load_checks_the_saved_result_against_the_run(tiny, tmp_path, monkeypatc
     )
     with pytest.raises(ResultError, match=re.escape(expected)):
         DyCEModel.load(tmp_path / "run", tmp_path / "other.json")
+
+
+def test_load_refuses_results_searched_on_another_run(tiny, tmp_path, monkeypatch):
+    """Same architecture, same names, other weights: only the provenance record tells them apart."""
+    import extract.rundir
+
+    backbone, bank, x, _, result = tiny
+    other_backbone, other_bank = tiny_model(seed=7)
+    monkeypatch.setattr(
+        extract.rundir, "load_run", lambda run_dir, map_location="cpu": (other_backbone, other_bank, tiny_info())
+    )
+    result.save(tmp_path / "configs.json")
+    with pytest.raises(ResultError, match=r"does not come from the run of the run .*backbone weights differ"):
+        DyCEModel.load(tmp_path / "run", tmp_path / "configs.json")
+    model = DyCEModel.load(tmp_path / "run", tmp_path / "configs.json", allow_mixed=True)
+    assert model.provenance["backbone"] != result.metadata["provenance"]["backbone"]
+    monkeypatch.setattr(extract.rundir, "load_run", lambda run_dir, map_location="cpu": (backbone, bank, tiny_info()))
+    assert DyCEModel.load(tmp_path / "run", tmp_path / "configs.json").provenance == {
+        **result.metadata["provenance"], "data": None
+    }
 
 
 # ---------------------------------------------------- run time == simulation

@@ -5,6 +5,13 @@ their public wrappers validate dtype, shape and contiguity at the boundary.
 Every kernel has a plain-loop reference in ``tests/naive.py`` (or
 ``tests/naive_search.py`` for the search kernels).
 
+Every comparison of a confidence with a threshold is the exit rule of
+:mod:`dyce_search.exit_rule`, in one of its two exactly equivalent forms:
+``metrics.py`` the float32 form (``conf >= t32``, thresholds prepared by
+:func:`~dyce_search.exit_rule.float32_thresholds`), the other modules the
+float64 form (``np.float64(conf) >= t`` against the float64 threshold, no
+preparation). Each module's docstring says which.
+
 | kernel module | public wrapper |
 |---|---|
 | ``metrics.py`` | :func:`dyce_search.evaluation.evaluate`, :func:`dyce_search.evaluation.simulate` |

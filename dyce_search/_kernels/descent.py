@@ -20,6 +20,9 @@ The constrained polish does the same for "least cost with at least
 ``min_correct`` correct predictions" or "most correct predictions with a
 cost sum of at most ``max_cost``", comparing (cost, -correct) or
 (-correct, cost) lexicographically.
+
+Exit rule: the float64 form of :mod:`dyce_search.exit_rule`, ``np.float64(conf)
+>= t`` (no preparation).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Both kernels see a configuration as its E enabled exits in depth order
 slot E is the head. A sample leaves at the first slot j whose confidence is
 >= the threshold, otherwise at the head.
 
-Thresholds arrive as float32 values prepared by
-:func:`dyce_search.evaluation.float32_thresholds` (the smallest float32 that
+Exit rule: the float32 form of :mod:`dyce_search.exit_rule`. Thresholds
+arrive as float32 values prepared by
+:func:`dyce_search.exit_rule.float32_thresholds` (the smallest float32 that
 is >= the float64 threshold), so ``conf >= t32`` in float32 is exactly
 ``float64(conf) >= t`` and the comparison vectorises 8 wide.
 
@@ -115,7 +116,7 @@ def exit_counts(conf, pred, final_pred, truth, exit_pos, exit_type, exit_thresho
     exit_pos, exit_type : int64 [E]
         Enabled exits in increasing position order.
     exit_threshold : float32 [E]
-        Float32 thresholds from ``float32_thresholds``.
+        Float32 thresholds from :func:`dyce_search.exit_rule.float32_thresholds`.
 
     Returns
     -------

@@ -7,6 +7,10 @@ output row. Results therefore never depend on the number of threads.
 Each search minimises thresholds exactly (``bounded=False``: global minimum,
 threshold placed inside the chosen gap) or with the paper's bounded scalar
 minimiser (``bounded=True``, scipy's iterates reproduced exactly).
+
+Exit rule: the float64 form of :mod:`dyce_search.exit_rule`, ``np.float64(conf)
+>= t`` (no preparation); the baseline's candidate thresholds are recorded
+confidences promoted exactly to float64.
 """
 
 from __future__ import annotations

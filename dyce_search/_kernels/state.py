@@ -26,6 +26,9 @@ p would change f relative to the current configuration (``slack >= 0``:
 that change cannot lower f). The bound is what lets the descent and the
 iterative search skip rescanning candidates that the change could not have
 made competitive; see docs/search.md ("Incremental rounds").
+
+Exit rule: the float64 form of :mod:`dyce_search.exit_rule`, ``np.float64(conf)
+>= t`` with t the float64 threshold of the configuration (no preparation).
 """
 
 from __future__ import annotations

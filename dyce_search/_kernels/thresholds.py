@@ -25,6 +25,11 @@ Three ways to choose t for one exit:
   method="bounded", bounds=(0, 1))``, ported step for step
   (:func:`fminbound`) and evaluated in O(log M) per step on the column's
   prefix sums (:func:`column_profile`), so it returns scipy's t and f bit for bit.
+
+Exit rule: the float64 form of :mod:`dyce_search.exit_rule`, ``np.float64(conf)
+>= t`` (:func:`leaving_count`, :func:`value_at_threshold`). A run of equal
+float32 confidences is a run of equal float64 ones, so the candidate
+boundaries of the presorted columns are those of the rule.
 """
 
 from __future__ import annotations
