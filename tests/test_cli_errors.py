@@ -415,7 +415,7 @@ def test_ctrl_c_inside_a_numba_call_or_a_ctypes_callback_is_kept(capsys):
     def compiling(args):
         # Python prints and drops an exception raised in a ctypes callback (llvmlite's while numba compiles)
         ctypes.CFUNCTYPE(None)(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))()
-        for _ in range(200):
+        for _ in range(2000):  # the re-delivered interrupt ends this within ~10 ms; 20 s of margin for a busy machine
             time.sleep(0.01)
         return 0
 
