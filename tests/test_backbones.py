@@ -21,7 +21,7 @@ from extract.backbones import (  # noqa: E402
     from_blocks,
     register_backbone,
 )
-from extract.backbones import convnext, registry, resnet  # noqa: E402
+from extract.backbones import convnext, families, pretrained, registry, resnet  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -36,17 +36,29 @@ EXPECTED_POSITIONS = {
     "convnextv2_pico": 11,
     "convnextv2_nano": 13,  # (2, 2, 8, 2)
     "convnextv2_tiny": 17,  # (3, 3, 9, 3)
+    "vit_tiny_patch16_224": 11,  # depth 12
+    "vit_small_patch16_224": 11,
+    "vit_base_patch16_224": 11,
+    "deit_tiny_patch16_224": 11,
+    "deit_small_patch16_224": 11,
+    "deit_base_patch16_224": 11,
+    "mobilenet_v3_small": 10,  # 11 inverted-residual blocks
+    "mobilenet_v3_large": 14,  # 15
 }
+# A ViT's position embedding fixes its input size: build them at 32x32 (2x2 patches) to keep CPU tests fast.
+SMALL = {"timm ViT / DeiT": {"img_size": 32}}
 
 
 def original_and_segmented(name, seed=0):
-    """The library's own model and our segmentation of the very same object."""
+    """The library's own model and our segmentation of the very same object (through the family table)."""
     torch.manual_seed(seed)
-    if name in resnet.RESNETS:
-        model = resnet.create_resnet(name, 1000).eval()
-        return model, resnet.segment_resnet(model, name)
-    model = convnext.create_convnext(name, 1000).eval()
-    return model, convnext.segment_convnext(model, name, (3, 224, 224))
+    family = families.BY_NAME[name]
+    model = family.create(name, 1000, **SMALL.get(family.title, {})).eval()
+    return model, family.segment(model, name)
+
+
+def test_every_supported_name_has_a_family_and_an_expected_count():
+    assert set(SUPPORTED) == set(EXPECTED_POSITIONS) == set(families.BY_NAME)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +69,8 @@ def isolated_registry(monkeypatch):
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_segments_compose_to_the_original_model(name):
     model, backbone = original_and_segmented(name)
-    x = torch.randn(2, 3, 64, 64)
+    size = 32 if backbone.positions[0].layout.is_tokens else 64
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = model(x)
         features, logits = backbone.forward_features(x)
@@ -69,8 +82,12 @@ def test_segments_compose_to_the_original_model(name):
     assert len(backbone.segments) == backbone.num_positions + 1
     assert len(features) == backbone.num_positions and len(outputs) == backbone.num_positions + 1
     for pos, feature in zip(backbone.positions, features):
-        assert feature.shape[1] == pos.channels, pos
-        assert 64 // feature.shape[2] == pos.reduction, pos
+        if pos.layout.is_tokens:  # [B, prefix + (size / patch)^2, C]
+            assert feature.shape[2] == pos.channels, pos
+            assert feature.shape[1] == pos.layout.prefix_tokens + (size // pos.reduction) ** 2, pos
+        else:
+            assert feature.shape[1] == pos.channels, pos
+            assert size // feature.shape[2] == pos.reduction, pos
     # Every parameter of the original model is used exactly where it was: shared, not copied.
     assert {id(p) for p in backbone.parameters()} == {id(p) for p in model.parameters()}
 
@@ -139,21 +156,21 @@ def test_torchvision_weights_are_resolved_and_loaded(monkeypatch):
         asked.append(entry)
         return source.state_dict()
 
-    monkeypatch.setattr(resnet, "pretrained_state_dict", fake_download)
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", fake_download)
     for spec, tag in [("default", "IMAGENET1K_V1"), ("DEFAULT", "IMAGENET1K_V1"), ("IMAGENET1K_V1", "IMAGENET1K_V1")]:
         backbone = build_backbone("resnet18", spec)
         assert backbone.weights == tag
         torch.testing.assert_close(backbone.segments[0][0][0].weight, source.conv1.weight)
     assert asked == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1] * 3
 
-    monkeypatch.setattr(resnet, "pretrained_state_dict", lambda entry: asked.append(entry) or {})
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", lambda entry: asked.append(entry) or {})
     with pytest.raises(ExtractError):  # empty download: every key missing
         build_backbone("resnet50", "IMAGENET1K_V2")
     assert asked[-1] == torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 
 
 def test_unknown_torchvision_weights_list_the_valid_ones(monkeypatch):
-    monkeypatch.setattr(resnet, "pretrained_state_dict", pytest.fail)
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", pytest.fail)
     with pytest.raises(ExtractError, match="IMAGENET1K_V2"):
         build_backbone("resnet50", "IMAGENET1K_V9")
     with pytest.raises(ExtractError, match="1000 classes"):
