@@ -42,8 +42,8 @@ EXPECTED_POSITIONS = {
     "deit_tiny_patch16_224": 11,
     "deit_small_patch16_224": 11,
     "deit_base_patch16_224": 11,
-    "mobilenet_v3_small": 10,  # 11 inverted-residual blocks
-    "mobilenet_v3_large": 14,  # 15
+    "mobilenetv3_small_100": 10,  # 11 depthwise-separable / inverted-residual blocks
+    "mobilenetv3_large_100": 14,  # 15
 }
 # A ViT's position embedding fixes its input size: build them at 32x32 (2x2 patches) to keep CPU tests fast.
 SMALL = {"timm ViT / DeiT": {"img_size": 32}}

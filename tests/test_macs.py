@@ -150,7 +150,7 @@ def test_synthetic_caches_have_the_measured_costs(name):
 
 # ---- the families beyond the paper's: whole-model counts, attention, token exits
 
-NEW_FAMILIES = ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "mobilenet_v3_small", "mobilenet_v3_large"]
+NEW_FAMILIES = ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "mobilenetv3_small_100", "mobilenetv3_large_100"]
 
 
 @pytest.mark.parametrize("name", NEW_FAMILIES)

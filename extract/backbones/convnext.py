@@ -33,11 +33,6 @@ def split(model: nn.Module) -> Split:
     return Split(model.stem, blocks, model.head, num_classes=model.num_classes, tail=tail, block_prefix=prefix)
 
 
-def input_size(model: nn.Module) -> tuple[int, ...]:
-    """``(C, H, W)`` of the model's pretrained config (its tag's, when created with one)."""
-    return tuple(model.pretrained_cfg["input_size"])
-
-
 def segment_convnext(
     model: nn.Module, name: str, input_size: tuple[int, ...], weights: str | None = None
 ) -> SegmentedBackbone:

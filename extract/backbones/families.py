@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import ExtractError
-from . import convnext, mobilenet, resnet, vit
+from . import convnext, mobilenet, pretrained, resnet, vit
 from .base import SegmentedBackbone
 from .generic import Split, from_split
 from .layout import NCHW, FeatureLayout
-from .pretrained import TIMM, TORCHVISION, TimmWeights, TorchvisionWeights, create_timm, create_torchvision
+from .pretrained import TIMM, TORCHVISION, TimmWeights, TorchvisionWeights, timm_input_size
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         title="torchvision ResNet",
         names=resnet.RESNETS,
-        create=lambda name, num_classes, **kw: create_torchvision(name, num_classes, **kw),
+        create=lambda name, num_classes, **kw: pretrained.create_torchvision(name, num_classes, **kw),
         split=resnet.split,
         layout=_maps,
         input_size=_fixed(resnet.INPUT_SIZE),
@@ -93,7 +93,7 @@ FAMILIES: tuple[Family, ...] = (
         create=lambda name, num_classes, **kw: convnext.create_convnext(name, num_classes, **kw),
         split=convnext.split,
         layout=_maps,
-        input_size=convnext.input_size,
+        input_size=timm_input_size,
         weights=TIMM,
         classifier_key="head.fc.weight",
         positions="after every ConvNeXt block but the last",
@@ -101,7 +101,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         title="timm ViT / DeiT",
         names=vit.VITS + vit.DEITS,
-        create=lambda name, num_classes, **kw: create_timm(name, num_classes, **kw),
+        create=lambda name, num_classes, **kw: pretrained.create_timm(name, num_classes, **kw),
         split=vit.split,
         layout=vit.layout,
         input_size=vit.input_size,
@@ -110,15 +110,15 @@ FAMILIES: tuple[Family, ...] = (
         positions="after every transformer block but the last (tokens, class token first)",
     ),
     Family(
-        title="torchvision MobileNetV3",
+        title="timm MobileNetV3",
         names=mobilenet.MOBILENETS,
-        create=lambda name, num_classes, **kw: create_torchvision(name, num_classes, **kw),
+        create=lambda name, num_classes, **kw: pretrained.create_timm(name, num_classes, **kw),
         split=mobilenet.split,
         layout=_maps,
-        input_size=_fixed(mobilenet.INPUT_SIZE),
-        weights=TORCHVISION,
-        classifier_key="classifier.3.weight",
-        positions="after every inverted-residual block but the last",
+        input_size=timm_input_size,
+        weights=TIMM,
+        classifier_key="classifier.weight",
+        positions="after every depthwise-separable or inverted-residual block but the last",
     ),
 )
 

@@ -53,6 +53,11 @@ def timm_tags(name: str) -> tuple[str, ...]:
     return tuple(tags)
 
 
+def timm_input_size(model: nn.Module) -> tuple[int, ...]:
+    """``(C, H, W)`` of a timm model's pretrained config (its tag's, when created with one)."""
+    return tuple(model.pretrained_cfg["input_size"])
+
+
 def timm_cfg(name: str, tag: str | None) -> dict:
     """timm's pretrained config (input size, mean/std, crop) as a dict."""
     from timm.models import get_pretrained_cfg
