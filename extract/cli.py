@@ -24,12 +24,11 @@ from dyce_search.errors import CliParser, DyceError, run_cli
 
 from .errors import ExtractError
 
-DEFAULT_EXIT_TYPES = "paper"
-
 #: Defaults of options that some mode ignores. The parser leaves them None, so that
 #: an option given explicitly can be told from one left out (:func:`_reject_ignored`).
+#: The exit types' default belongs to the backbone (``extract.backbones.registry.defaults``).
 DEFAULTS = {
-    "weights": "default", "splits": ("train", "val"), "train_split": "train", "exit_types": DEFAULT_EXIT_TYPES,
+    "weights": "default", "splits": ("train", "val"), "train_split": "train",
     "lr": 3e-4, "workers": 4, "shard_size": 10_000, "seed": 0,
 }
 
@@ -135,10 +134,6 @@ def _run(args) -> int:
     import importlib
 
     _reject_ignored(args)
-    if args.model == "digits" and args.exit_types is None:  # --macs: the demo's own exits
-        from .digits import EXIT_TYPES
-
-        args.exit_types = ",".join(EXIT_TYPES)
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
@@ -149,40 +144,28 @@ def _run(args) -> int:
             importlib.import_module(module)
         except ImportError as exc:
             raise ExtractError(f"--import {module}: {exc}") from exc
-    if args.model == "digits":
-        from . import digits  # noqa: F401 - registers the backbone
+    from .backbones.registry import defaults
 
-        if args.macs:
-            return _print_macs(args)
-        return _digits(args)
-    if args.macs:
-        return _print_macs(args)
-    return _extract(args)
+    known = defaults(args.model)
+    args.exit_types = args.exit_types or known.exit_types
+    return {"macs": _print_macs, "digits": _digits, "extract": _extract}[_mode(args)](args, known)
 
 
-def _print_macs(args) -> int:
+def _print_macs(args, known) -> int:
     from .backbones import build_backbone
     from .exits import parse_exit_types
     from .macs import macs_table
 
     # shapes only: the meta device skips allocation and initialisation
     backbone = build_backbone(
-        args.model, None, num_classes=args.num_classes or _default_classes(args.model), device="meta"
+        args.model, None, num_classes=args.num_classes or known.num_classes, device="meta"
     )
     table = macs_table(backbone, parse_exit_types(args.exit_types))
     print(table.to_json() if args.json else table.to_text())
     return 0
 
 
-def _default_classes(model: str) -> int:
-    if model == "digits":
-        from .digits import NUM_CLASSES
-
-        return NUM_CLASSES
-    return 1000
-
-
-def _digits(args) -> int:
+def _digits(args, known) -> int:
     from .digits import run_demo
 
     out = args.out or os.path.join("data", "digits")
@@ -234,7 +217,7 @@ def _shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _extract(args) -> int:
+def _extract(args, known) -> int:
     from .backbones import build_backbone, eval_transform
     from .backbones.checkpoint import looks_like_path
     from .data import image_folder, train_transform
@@ -265,7 +248,7 @@ def _extract(args) -> int:
     if len(set(classes.values())) > 1:
         raise ExtractError(f"splits of {args.data!r} have different class counts: {classes}")
     found = next(iter(classes.values()))
-    num_classes = args.num_classes or (1000 if weights is not None and not looks_like_path(weights) else found)
+    num_classes = args.num_classes or (known.num_classes if weights is not None and not looks_like_path(weights) else found)
     import torch
 
     # random weights must be the same on every DDP rank (and reproducible from the seed)

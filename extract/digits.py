@@ -200,7 +200,7 @@ def _transform(weights: str | None):
     return None
 
 
-register_backbone(NAME, _factory, _transform)
+register_backbone(NAME, _factory, _transform, num_classes=NUM_CLASSES, exit_types=",".join(EXIT_TYPES))
 
 
 # ----------------------------------------------------------- backbone training

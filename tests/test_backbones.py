@@ -344,3 +344,49 @@ def test_docs_example_runs():
     example = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "class SmallCNN" in block)
     exec(compile(example, "docs/backbones.md", "exec"), {})
     assert "small_cnn" in registry.available()
+
+
+# ---- the families beyond the paper's: weights through the same table
+
+
+@pytest.mark.parametrize(
+    ("name", "tag"),
+    [("vit_tiny_patch16_224", "augreg_in21k_ft_in1k"), ("deit_tiny_patch16_224", "fb_in1k"),
+     ("mobilenetv3_small_100", "lamb_in1k")],
+)
+def test_new_families_resolve_timm_tags(monkeypatch, name, tag):
+    calls = []
+    real_create = pretrained.create_timm
+
+    def fake_create(model_name, num_classes, tag=None, pretrained=False, **kwargs):
+        calls.append((model_name, tag, pretrained))
+        return real_create(model_name, num_classes, **kwargs)
+
+    monkeypatch.setattr(pretrained, "create_timm", fake_create)
+    assert build_backbone(name, "default").weights == tag
+    assert build_backbone(name, f"{name}.{tag}").weights == tag
+    assert calls == [(name, tag, True)] * 2
+    with pytest.raises(ExtractError, match=tag):
+        build_backbone(name, "no_such_tag")
+    assert len(calls) == 2
+    from PIL import Image
+
+    out = eval_transform(name, "default")(Image.new("RGB", (300, 260)))
+    assert tuple(out.shape) == (3, 224, 224)
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "mobilenetv3_small_100"])
+def test_new_family_checkpoints_load_strictly_and_name_the_class_count(tmp_path, name):
+    torch.manual_seed(2)
+    model = families.BY_NAME[name].create(name, 10).eval()
+    path = tmp_path / "ten.pth"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ExtractError, match=r"has 10 classes.*num_classes=10"):
+        build_backbone(name, path)
+    backbone = build_backbone(name, path, num_classes=10)
+    segmented = tmp_path / "segmented.pt"
+    torch.save(backbone.state_dict(), segmented)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), model(x))
+        torch.testing.assert_close(build_backbone(name, segmented, num_classes=10)(x), model(x))

@@ -32,10 +32,28 @@ SUPPORTED: tuple[str, ...] = tuple(name for family in FAMILIES for name in famil
 RANDOM_SPECS = ("none", "random", "")
 
 
+DEFAULT_NUM_CLASSES = 1000
+"""Classes of a built-in backbone unless told otherwise: ImageNet's, those of its pretrained weights."""
+DEFAULT_EXIT_TYPES = "paper"
+"""Exit types of a backbone unless told otherwise: the paper's five (``extract.exits.PAPER_EXIT_TYPES``)."""
+
+#: Names registered by a module of this package, imported on first use (importing them costs data loading).
+REGISTERING_MODULES: dict[str, str] = {"digits": "extract.digits"}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a run on a backbone uses when the user does not say: its class count and exit types."""
+
+    num_classes: int = DEFAULT_NUM_CLASSES
+    exit_types: str = DEFAULT_EXIT_TYPES
+
+
 @dataclass(frozen=True)
 class _Registered:
     factory: Callable[[str | None, int], SegmentedBackbone]
     transform: Callable[[str | None], Callable] | None
+    defaults: Defaults
 
 
 _USER: dict[str, _Registered] = {}
@@ -45,6 +63,9 @@ def register_backbone(
     name: str,
     factory: Callable[[str | None, int], SegmentedBackbone],
     transform: Callable[[str | None], Callable] | None = None,
+    *,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    exit_types: str = DEFAULT_EXIT_TYPES,
 ) -> None:
     """Make a user backbone available to :func:`build_backbone` (and so to the CLI).
 
@@ -57,20 +78,34 @@ def register_backbone(
         builds the model, loads weights and calls :func:`from_blocks`.
     transform : callable ``(weights) -> transform``, optional
         The eval transform for :func:`eval_transform`.
+    num_classes : int
+        Its class count where none is given (``python -m extract NAME --macs``).
+    exit_types : str
+        Its exit types where none are given (``--exit-types``), e.g. ``"mlp1,mlp2x32"``.
     """
     if name in SUPPORTED:
         raise ExtractError(f"backbone name {name!r} is built in; choose another name")
-    _USER[name] = _Registered(factory, transform)
+    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types)))
 
 
 def available() -> tuple[str, ...]:
-    """Built-in names followed by the names registered with :func:`register_backbone`."""
-    return SUPPORTED + tuple(sorted(_USER))
+    """Built-in names followed by the registered names (and those a module of this package registers)."""
+    return SUPPORTED + tuple(sorted(set(_USER) | set(REGISTERING_MODULES)))
 
 
 def _check_name(name: str) -> None:
+    if name not in SUPPORTED and name not in _USER and name in REGISTERING_MODULES:
+        import importlib
+
+        importlib.import_module(REGISTERING_MODULES[name])
     if name not in SUPPORTED and name not in _USER:
         raise ExtractError(f"unknown backbone {name!r}; supported: {', '.join(available())}")
+
+
+def defaults(name: str) -> Defaults:
+    """Class count and exit types a run on ``name`` uses unless told otherwise."""
+    _check_name(name)
+    return _USER[name].defaults if name in _USER else Defaults()
 
 
 def _normalise(weights: str | os.PathLike | None) -> str | None:
