@@ -3,6 +3,7 @@
 import numpy as np
 
 from dyce_search import Config
+# from the submodule: once it is imported, the package attribute `evaluate` is the module
 from dyce_search.evaluation import evaluate, simulate
 from extract.macs import count_macs
 

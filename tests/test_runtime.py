@@ -11,10 +11,10 @@ from torch import nn  # noqa: E402
 
 from dyce_search import Config, ExitCache, ResultError, SearchResult  # noqa: E402
 # from the submodule: once it is imported, the package attribute `evaluate` is the module
-from dyce_search.evaluation import evaluate, simulate  # noqa: E402
+from dyce_search.evaluation import simulate  # noqa: E402
 from extract.backbones import from_blocks  # noqa: E402
 from extract.exits import ExitBank, ExitType  # noqa: E402
-from extract.macs import count_macs, macs_table  # noqa: E402
+from extract.macs import macs_table  # noqa: E402
 from extract.runtime import (  # noqa: E402
     DyCEModel,
     UnknownConfigError,
