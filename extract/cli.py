@@ -34,7 +34,7 @@ DEFAULTS = {
 
 #: Options each mode does not use: given explicitly, they are an error instead of being dropped silently.
 IGNORED = {
-    "digits": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
+    "demo": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
                "--num-classes", "--no-augment", "--shard-size", "--device", "--json", "--hash-data"),
     "macs": ("--data", "--weights", "--splits", "--train-split", "--epochs", "--batch-size", "--lr", "--workers",
              "--no-augment", "--shard-size", "--seed", "--out", "--device", "--backbone-epochs", "--hash-data"),
@@ -104,17 +104,18 @@ def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def _mode(args) -> str:
-    return "macs" if args.macs else "digits" if args.model == "digits" else "extract"
+def _mode(args, known) -> str:
+    """``macs`` with --macs; ``demo`` for a backbone that brings its own run (the digits); else ``extract``."""
+    return "macs" if args.macs else "demo" if known.demo is not None else "extract"
 
 
-def _reject_ignored(args) -> None:
+def _reject_ignored(args, known) -> None:
     """Raise ExtractError naming every option given explicitly that the mode of ``args`` does not use."""
-    mode = _mode(args)
+    mode = _mode(args, known)
     values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in IGNORED[mode]}
     given = [flag for flag, value in values.items() if value is not None and value is not False]
     if given:
-        what = {"digits": "the digits demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
+        what = {"demo": f"the {args.model} demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
         raise ExtractError(f"{what} does not use {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}")
 
 
@@ -133,12 +134,6 @@ def _check_numbers(args) -> None:
 def _run(args) -> int:
     import importlib
 
-    _reject_ignored(args)
-    for dest, value in DEFAULTS.items():
-        if getattr(args, dest) is None:
-            setattr(args, dest, value)
-    _check_numbers(args)
-
     for module in args.imports:
         try:
             importlib.import_module(module)
@@ -146,9 +141,16 @@ def _run(args) -> int:
             raise ExtractError(f"--import {module}: {exc}") from exc
     from .backbones.registry import defaults
 
+    # What differs between backbones (classes, exit types, run directory, a demo) comes from the registry.
     known = defaults(args.model)
+    _reject_ignored(args, known)
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     args.exit_types = args.exit_types or known.exit_types
-    return {"macs": _print_macs, "digits": _digits, "extract": _extract}[_mode(args)](args, known)
+    args.out = args.out or known.out or os.path.join("runs", args.model)
+    _check_numbers(args)
+    return {"macs": _print_macs, "demo": _demo, "extract": _extract}[_mode(args, known)](args, known)
 
 
 def _print_macs(args, known) -> int:
@@ -165,13 +167,10 @@ def _print_macs(args, known) -> int:
     return 0
 
 
-def _digits(args, known) -> int:
-    from .digits import run_demo
-
-    out = args.out or os.path.join("data", "digits")
-    check_writable(out, option="--out", folder=True)
-    run_demo(
-        out,
+def _demo(args, known) -> int:
+    check_writable(args.out, option="--out", folder=True)
+    known.demo(
+        args.out,
         exit_epochs=args.epochs,
         backbone_epochs=args.backbone_epochs,
         batch_size=args.batch_size,
@@ -234,7 +233,7 @@ def _extract(args, known) -> int:
     weights = None if args.weights.strip().lower() in ("none", "random", "") else args.weights
     if weights is not None and looks_like_path(weights) and not os.path.isfile(weights):
         raise ExtractError(f"--weights {weights}: no such checkpoint file")
-    out = args.out or os.path.join("runs", args.model)
+    out = args.out
     check_writable(out, option="--out", folder=True)
     device = _setup_distributed(args.device)
     from .data import world

@@ -43,10 +43,25 @@ REGISTERING_MODULES: dict[str, str] = {"digits": "extract.digits"}
 
 @dataclass(frozen=True)
 class Defaults:
-    """What a run on a backbone uses when the user does not say: its class count and exit types."""
+    """What ``python -m extract NAME`` uses when the user does not say.
+
+    Attributes
+    ----------
+    num_classes : int
+        Classes of the model (``--macs``; pretrained weights).
+    exit_types : str
+        ``--exit-types``.
+    out : str or None
+        Run directory; ``None`` means ``runs/NAME``.
+    demo : callable ``(out, *, exit_epochs, backbone_epochs, batch_size, seed, progress, log)``, optional
+        A backbone that brings its own data and training (the digits demo):
+        ``python -m extract NAME`` runs it instead of extracting from ``--data``.
+    """
 
     num_classes: int = DEFAULT_NUM_CLASSES
     exit_types: str = DEFAULT_EXIT_TYPES
+    out: str | None = None
+    demo: Callable[..., object] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,8 @@ def register_backbone(
     *,
     num_classes: int = DEFAULT_NUM_CLASSES,
     exit_types: str = DEFAULT_EXIT_TYPES,
+    out: str | None = None,
+    demo: Callable[..., object] | None = None,
 ) -> None:
     """Make a user backbone available to :func:`build_backbone` (and so to the CLI).
 
@@ -82,10 +99,12 @@ def register_backbone(
         Its class count where none is given (``python -m extract NAME --macs``).
     exit_types : str
         Its exit types where none are given (``--exit-types``), e.g. ``"mlp1,mlp2x32"``.
+    out, demo
+        Its default run directory and its demo command (see :class:`Defaults`).
     """
     if name in SUPPORTED:
         raise ExtractError(f"backbone name {name!r} is built in; choose another name")
-    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types)))
+    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types), out, demo))
 
 
 def available() -> tuple[str, ...]:
