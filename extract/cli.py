@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             "'digits' runs the embedded demo on scikit-learn's handwritten digits."
         ),
     )
-    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*), or 'digits' for the demo")
+    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*, vit_*/deit_*_patch16_224, "
+                   "mobilenetv3_small_100/large_100; docs/backbones.md), or 'digits' for the demo")
     p.add_argument("--data", help="ImageNet-style folder: DATA/<split>/<class>/<image> (torchvision ImageFolder)")
     p.add_argument(
         "--weights",
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", help="split the exits are trained on (default: train)")
     p.add_argument("--exit-types",
                    help="'paper' (mlp1, mlp3x500, mlp3x1000, mlp5x500, mlp5x1000) or a comma list like mlp1,mlp2x64 "
-                   "(default: paper; digits --macs: the demo's exits)")
+                   "(default: paper; digits: the demo's exits); a '-token' suffix (mlp1-token) makes exits on "
+                   "transformer tokens read the class token instead of the patch-token mean")
     p.add_argument("--epochs", type=int, default=None, help="exit-training epochs (default: 5; digits: 60)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 3e-4, paper)")

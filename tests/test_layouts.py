@@ -19,6 +19,11 @@ pytestmark = pytest.mark.torch
 CLS = tokens(1, class_token=True)
 
 
+class Permute(torch.nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
 def tiny_vit(width=17, num_classes=5):
     """A 3-block timm ViT at 32x32 with 8x8 patches: a class token + 16 patch tokens.
 
@@ -77,6 +82,10 @@ def test_from_blocks_refuses_an_ambiguous_layout():
     # 17 tokens with no prefix token are not a grid of patches at any stride
     with pytest.raises(ExtractError, match="do not tile"):
         from_blocks("tiny_vit", embed, blocks, head, 5, (3, 32, 32), layout=tokens(0))
+    # channels last [B, H, W, C]: 8x8 spatial with 24 channels reads as strides 4 and 1.33
+    nhwc = [torch.nn.Sequential(torch.nn.Conv2d(3, 24, 4, 4), Permute()), torch.nn.Identity()]
+    with pytest.raises(ExtractError, match=r"\(1, 8, 8, 24\) does not read as NCHW"):
+        from_blocks("nhwc", None, nhwc, torch.nn.Identity(), 2, (3, 32, 32))
     flat = [torch.nn.Flatten(1), torch.nn.Identity()]
     with pytest.raises(ExtractError, match=r"\(1, 48\) is neither NCHW"):
         from_blocks("flat", None, flat, torch.nn.Linear(48, 2), 2, (3, 4, 4))

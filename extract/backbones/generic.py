@@ -98,7 +98,7 @@ def infer_positions(
     positions = []
     for name, module, shape in zip(names, modules, shapes):
         where = f"position {name!r}"
-        found = layouts.infer(shape, where) if layout is None else layout
+        found = layouts.infer(shape, input_size, where) if layout is None else layout
         positions.append(
             PositionInfo(
                 name=name,

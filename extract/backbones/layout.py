@@ -77,7 +77,8 @@ class FeatureLayout:
     def reduction(self, shape: tuple[int, ...], input_size: tuple[int, ...], where: str) -> int:
         """Stride of o_p relative to the ``(C, H, W)`` input: H / h for maps, the patch size for tokens."""
         self.channels(shape, where)
-        height, width = int(input_size[1]), int(input_size[2]) if len(input_size) > 2 else 1
+        height = int(input_size[1])
+        width = int(input_size[2]) if len(input_size) > 2 else 1
         if self.fmt == "NCHW":
             return max(1, round(height / shape[2]))
         patches = shape[1] - self.prefix_tokens
@@ -139,14 +140,21 @@ def tokens(prefix_tokens: int = 0, class_token: bool = False) -> FeatureLayout:
     return FeatureLayout("NLC", prefix_tokens, class_token)
 
 
-def infer(shape: tuple[int, ...], where: str) -> FeatureLayout:
-    """The layout of an output of ``shape`` when it admits one reading only: rank 4 is NCHW.
+def infer(shape: tuple[int, ...], input_size: tuple[int, ...], where: str) -> FeatureLayout:
+    """The layout of an output of ``shape`` when it admits one reading only.
 
-    A rank-3 output may be tokens ``[B, L, C]`` or a 1-d map ``[B, C, L]``, and
-    anything else has no layout an exit can pool; both are refused.
+    Rank 4 is NCHW when height and width shrink by the same stride; otherwise
+    it may be channels-last ``[B, H, W, C]``. A rank-3 output may be tokens
+    ``[B, L, C]`` or a 1-d map ``[B, C, L]``, and any other rank has no layout
+    an exit can pool. All of those are refused, naming the shape.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) == 4:
+        if len(input_size) > 2 and round(input_size[1] / shape[2]) != round(input_size[2] / shape[3]):
+            raise ExtractError(
+                f"{where}: output shape {shape} does not read as NCHW of a {input_size[1]}x{input_size[2]} input "
+                "(height and width strides differ; channels last?); pass layout=NCHW if it is"
+            )
         return NCHW
     if len(shape) == 3:
         raise ExtractError(
