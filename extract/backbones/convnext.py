@@ -14,7 +14,7 @@ from torch import nn
 from .base import SegmentedBackbone
 from .generic import Split, from_split
 from .layout import NCHW
-from .pretrained import create_timm, timm_cfg, timm_tags
+from .pretrained import TIMM, create_timm, timm_cfg, timm_tags
 
 CONVNEXTS = ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano", "convnextv2_tiny")
 
@@ -59,9 +59,7 @@ def pretrained_tags(name: str) -> tuple[str, ...]:
 
 def default_tag(name: str) -> str:
     """The tag timm loads for ``name`` with ``pretrained=True``."""
-    from timm.models import get_pretrained_cfg
-
-    return get_pretrained_cfg(name).tag
+    return TIMM.resolve(name, "default")
 
 
 def pretrained_cfg(name: str, tag: str | None) -> dict:

@@ -126,10 +126,3 @@ BY_NAME: dict[str, Family] = {name: family for family in FAMILIES for name in fa
 if len(BY_NAME) != sum(len(f.names) for f in FAMILIES):
     raise ExtractError("two backbone families claim the same name")
 
-
-def family_of(name: str) -> Family:
-    """The family that builds ``name``; ExtractError naming it when none does."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise ExtractError(f"{name!r} is not a built-in backbone") from None

@@ -122,7 +122,7 @@ def _check_name(name: str) -> None:
 
 
 def defaults(name: str) -> Defaults:
-    """Class count and exit types a run on ``name`` uses unless told otherwise."""
+    """What ``python -m extract NAME`` uses unless told otherwise (built-in backbones: ImageNet, the paper's exits)."""
     _check_name(name)
     return _USER[name].defaults if name in _USER else Defaults()
 
