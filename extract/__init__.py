@@ -9,6 +9,7 @@ from .errors import ExtractError
 # public name -> submodule that defines it (imported on first access)
 _LAZY = {
     "PositionInfo": "backbones",
+    "FeatureLayout": "backbones",
     "SegmentedBackbone": "backbones",
     "build_backbone": "backbones",
     "eval_transform": "backbones",

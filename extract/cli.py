@@ -24,18 +24,17 @@ from dyce_search.errors import CliParser, DyceError, run_cli
 
 from .errors import ExtractError
 
-DEFAULT_EXIT_TYPES = "paper"
-
 #: Defaults of options that some mode ignores. The parser leaves them None, so that
 #: an option given explicitly can be told from one left out (:func:`_reject_ignored`).
+#: The exit types' default belongs to the backbone (``extract.backbones.registry.defaults``).
 DEFAULTS = {
-    "weights": "default", "splits": ("train", "val"), "train_split": "train", "exit_types": DEFAULT_EXIT_TYPES,
+    "weights": "default", "splits": ("train", "val"), "train_split": "train",
     "lr": 3e-4, "workers": 4, "shard_size": 10_000, "seed": 0,
 }
 
 #: Options each mode does not use: given explicitly, they are an error instead of being dropped silently.
 IGNORED = {
-    "digits": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
+    "demo": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
                "--num-classes", "--no-augment", "--shard-size", "--device", "--json", "--hash-data"),
     "macs": ("--data", "--weights", "--splits", "--train-split", "--epochs", "--batch-size", "--lr", "--workers",
              "--no-augment", "--shard-size", "--seed", "--out", "--device", "--backbone-epochs", "--hash-data"),
@@ -52,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
             "'digits' runs the embedded demo on scikit-learn's handwritten digits."
         ),
     )
-    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*), or 'digits' for the demo")
+    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*, vit_*/deit_*_patch16_224, "
+                   "mobilenetv3_small_100/large_100; docs/backbones.md), or 'digits' for the demo")
     p.add_argument("--data", help="ImageNet-style folder: DATA/<split>/<class>/<image> (torchvision ImageFolder)")
     p.add_argument(
         "--weights",
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", help="split the exits are trained on (default: train)")
     p.add_argument("--exit-types",
                    help="'paper' (mlp1, mlp3x500, mlp3x1000, mlp5x500, mlp5x1000) or a comma list like mlp1,mlp2x64 "
-                   "(default: paper; digits --macs: the demo's exits)")
+                   "(default: paper; digits: the demo's exits); a '-token' suffix (mlp1-token) makes exits on "
+                   "transformer tokens read the class token instead of the patch-token mean")
     p.add_argument("--epochs", type=int, default=None, help="exit-training epochs (default: 5; digits: 60)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 3e-4, paper)")
@@ -105,17 +106,18 @@ def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def _mode(args) -> str:
-    return "macs" if args.macs else "digits" if args.model == "digits" else "extract"
+def _mode(args, known) -> str:
+    """``macs`` with --macs; ``demo`` for a backbone that brings its own run (the digits); else ``extract``."""
+    return "macs" if args.macs else "demo" if known.demo is not None else "extract"
 
 
-def _reject_ignored(args) -> None:
+def _reject_ignored(args, known) -> None:
     """Raise ExtractError naming every option given explicitly that the mode of ``args`` does not use."""
-    mode = _mode(args)
+    mode = _mode(args, known)
     values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in IGNORED[mode]}
     given = [flag for flag, value in values.items() if value is not None and value is not False]
     if given:
-        what = {"digits": "the digits demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
+        what = {"demo": f"the {args.model} demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
         raise ExtractError(f"{what} does not use {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}")
 
 
@@ -134,61 +136,43 @@ def _check_numbers(args) -> None:
 def _run(args) -> int:
     import importlib
 
-    _reject_ignored(args)
-    if args.model == "digits" and args.exit_types is None:  # --macs: the demo's own exits
-        from .digits import EXIT_TYPES
-
-        args.exit_types = ",".join(EXIT_TYPES)
-    for dest, value in DEFAULTS.items():
-        if getattr(args, dest) is None:
-            setattr(args, dest, value)
-    _check_numbers(args)
-
     for module in args.imports:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise ExtractError(f"--import {module}: {exc}") from exc
-    if args.model == "digits":
-        from . import digits  # noqa: F401 - registers the backbone
+    from .backbones.registry import defaults
 
-        if args.macs:
-            return _print_macs(args)
-        return _digits(args)
-    if args.macs:
-        return _print_macs(args)
-    return _extract(args)
+    # What differs between backbones (classes, exit types, run directory, a demo) comes from the registry.
+    known = defaults(args.model)
+    _reject_ignored(args, known)
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    args.exit_types = args.exit_types or known.exit_types
+    args.out = args.out or known.out or os.path.join("runs", args.model)
+    _check_numbers(args)
+    return {"macs": _print_macs, "demo": _demo, "extract": _extract}[_mode(args, known)](args, known)
 
 
-def _print_macs(args) -> int:
+def _print_macs(args, known) -> int:
     from .backbones import build_backbone
     from .exits import parse_exit_types
     from .macs import macs_table
 
     # shapes only: the meta device skips allocation and initialisation
     backbone = build_backbone(
-        args.model, None, num_classes=args.num_classes or _default_classes(args.model), device="meta"
+        args.model, None, num_classes=args.num_classes or known.num_classes, device="meta"
     )
     table = macs_table(backbone, parse_exit_types(args.exit_types))
     print(table.to_json() if args.json else table.to_text())
     return 0
 
 
-def _default_classes(model: str) -> int:
-    if model == "digits":
-        from .digits import NUM_CLASSES
-
-        return NUM_CLASSES
-    return 1000
-
-
-def _digits(args) -> int:
-    from .digits import run_demo
-
-    out = args.out or os.path.join("data", "digits")
-    check_writable(out, option="--out", folder=True)
-    run_demo(
-        out,
+def _demo(args, known) -> int:
+    check_writable(args.out, option="--out", folder=True)
+    known.demo(
+        args.out,
         exit_epochs=args.epochs,
         backbone_epochs=args.backbone_epochs,
         batch_size=args.batch_size,
@@ -234,7 +218,7 @@ def _shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _extract(args) -> int:
+def _extract(args, known) -> int:
     from .backbones import build_backbone, eval_transform
     from .backbones.checkpoint import looks_like_path
     from .data import image_folder, train_transform
@@ -251,7 +235,7 @@ def _extract(args) -> int:
     weights = None if args.weights.strip().lower() in ("none", "random", "") else args.weights
     if weights is not None and looks_like_path(weights) and not os.path.isfile(weights):
         raise ExtractError(f"--weights {weights}: no such checkpoint file")
-    out = args.out or os.path.join("runs", args.model)
+    out = args.out
     check_writable(out, option="--out", folder=True)
     device = _setup_distributed(args.device)
     from .data import world
@@ -265,7 +249,7 @@ def _extract(args) -> int:
     if len(set(classes.values())) > 1:
         raise ExtractError(f"splits of {args.data!r} have different class counts: {classes}")
     found = next(iter(classes.values()))
-    num_classes = args.num_classes or (1000 if weights is not None and not looks_like_path(weights) else found)
+    num_classes = args.num_classes or (known.num_classes if weights is not None and not looks_like_path(weights) else found)
     import torch
 
     # random weights must be the same on every DDP rank (and reproducible from the seed)

@@ -200,7 +200,12 @@ def _transform(weights: str | None):
     return None
 
 
-register_backbone(NAME, _factory, _transform)
+register_backbone(
+    NAME, _factory, _transform, num_classes=NUM_CLASSES, exit_types=",".join(EXIT_TYPES),
+    out=os.path.join("data", "digits"),
+    # looked up when run, so that tests can replace run_demo
+    demo=lambda out, **options: run_demo(out, **options),
+)
 
 
 # ----------------------------------------------------------- backbone training

@@ -1,7 +1,9 @@
-"""Exit networks f_{n,k} (paper Eq. 1, Sec. IV-A): global average pooling + a small MLP.
+"""Exit networks f_{n,k} (paper Eq. 1, Sec. IV-A): global pooling + a small MLP.
 
-Every exit maps a feature map o_p to logits over the same classes as the
-original head. :class:`ExitBank` holds all candidate exits at all early
+Every exit maps a feature o_p to logits over the same classes as the original
+head. Pooling follows the position's layout (``extract.backbones.layout``):
+global average over space for NCHW maps; for NLC tokens the mean over the
+patch tokens (default) or the class token, chosen per exit type. :class:`ExitBank` holds all candidate exits at all early
 positions, so that one backbone pass per batch feeds every exit during
 training and recording.
 """
@@ -18,16 +20,17 @@ import torch
 from torch import nn
 
 from .backbones.base import PositionInfo
+from .backbones.layout import DEFAULT_TOKEN_POOL, NCHW, TOKEN_POOLS, FeatureLayout
 from .errors import ExtractError
 
 SPEC_FORMAT = "dyce-exit-bank"
 SPEC_VERSION = 1
-_NAME = re.compile(r"^mlp(\d+)(?:x(\d+))?$")
+_NAME = re.compile(r"^mlp(\d+)(?:x(\d+))?(?:-(\w+))?$")
 
 
 @dataclass(frozen=True)
 class ExitType:
-    """Architecture of one exit: an A-layer MLP after global average pooling.
+    """Architecture of one exit: an A-layer MLP after global pooling.
 
     Attributes
     ----------
@@ -36,10 +39,16 @@ class ExitType:
     hidden : tuple of int
         Widths of the ``A - 1`` hidden layers (empty for a single Linear layer);
         ReLU follows every hidden layer.
+    token_pool : {"avg", "token"}
+        How the exit pools token features (NLC positions): the mean over the
+        patch tokens (``"avg"``, default) or the class token (``"token"``,
+        positions whose tokens a class token leads). Feature maps are always
+        averaged over space.
     """
 
     name: str
     hidden: tuple[int, ...] = ()
+    token_pool: str = DEFAULT_TOKEN_POOL
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -47,6 +56,8 @@ class ExitType:
             raise ExtractError(f"exit type name {self.name!r} must be non-empty and contain no '.'")
         if any(h <= 0 for h in self.hidden):
             raise ExtractError(f"exit type {self.name!r}: hidden widths must be positive, got {self.hidden}")
+        if self.token_pool not in TOKEN_POOLS:
+            raise ExtractError(f"exit type {self.name!r}: token_pool {self.token_pool!r} is not one of {TOKEN_POOLS}")
 
     @property
     def layers(self) -> int:
@@ -55,28 +66,39 @@ class ExitType:
 
     @classmethod
     def parse(cls, name: str) -> ExitType:
-        """``"mlp1"`` -> no hidden layer; ``"mlpAxW"`` -> A Linear layers, A - 1 hidden of width W."""
+        """``"mlp1"`` -> no hidden layer; ``"mlpAxW"`` -> A Linear layers, A - 1 hidden of width W.
+
+        A suffix ``-token`` (``"mlp3x500-token"``) makes the exit read the class
+        token of token features; ``-avg`` is the default, the patch-token mean.
+        """
         match = _NAME.match(name.strip())
         if match is None:
-            raise ExtractError(f"exit type {name!r} is not of the form 'mlp1' or 'mlpAxW' (e.g. 'mlp3x500')")
-        layers, width = int(match[1]), match[2]
+            raise ExtractError(
+                f"exit type {name!r} is not of the form 'mlp1' or 'mlpAxW' (e.g. 'mlp3x500'), "
+                "optionally with '-token' or '-avg'"
+            )
+        layers, width, pool = int(match[1]), match[2], match[3] or DEFAULT_TOKEN_POOL
+        if pool not in TOKEN_POOLS:
+            raise ExtractError(f"exit type {name!r}: token pooling {pool!r} is not one of {TOKEN_POOLS}")
         if layers < 1:
             raise ExtractError(f"exit type {name!r}: needs at least one layer")
         if layers == 1:
             if width is not None:
                 raise ExtractError(f"exit type {name!r}: a 1-layer MLP has no hidden width; write 'mlp1'")
-            return cls(name.strip(), ())
+            return cls(name.strip(), (), pool)
         if width is None:
             raise ExtractError(f"exit type {name!r}: a {layers}-layer MLP needs a width, e.g. 'mlp{layers}x500'")
-        return cls(name.strip(), (int(width),) * (layers - 1))
+        return cls(name.strip(), (int(width),) * (layers - 1), pool)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "hidden": list(self.hidden)}
+        """Name and hidden widths, and ``token_pool`` unless the default (so older specs keep their digests)."""
+        extra = {} if self.token_pool == DEFAULT_TOKEN_POOL else {"token_pool": self.token_pool}
+        return {"name": self.name, "hidden": list(self.hidden), **extra}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ExitType:
         try:
-            return cls(str(d["name"]), tuple(d["hidden"]))
+            return cls(str(d["name"]), tuple(d["hidden"]), str(d.get("token_pool", DEFAULT_TOKEN_POOL)))
         except (KeyError, TypeError) as exc:
             raise ExtractError(f"bad exit type entry {d!r}: needs name and hidden") from exc
 
@@ -107,23 +129,34 @@ def parse_exit_types(spec: str | Sequence[str | ExitType]) -> tuple[ExitType, ..
 
 
 class ExitHead(nn.Module):
-    """One exit f_{n,k}: global average pooling over all dimensions after the channels, then an MLP.
+    """One exit f_{n,k}: global pooling of o_p by its layout, then an MLP.
 
     Parameters
     ----------
     in_channels : int
-        Channels of the feature map o_p it reads.
+        Channels C of the feature o_p it reads (``PositionInfo.channels``).
     num_classes : int
         Logits it produces (those of the original head).
     exit_type : ExitType
-        The MLP's shape.
+        The MLP's shape and, for tokens, its pooling.
+    layout : FeatureLayout
+        Layout of o_p (``PositionInfo.layout``): NCHW maps are averaged over
+        space, NLC tokens over the patch tokens or reduced to the class token.
+
+    Raises
+    ------
+    ExtractError
+        Class-token pooling at a position whose tokens no class token leads
+        (or at a feature map).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, exit_type: ExitType):
+    def __init__(self, in_channels: int, num_classes: int, exit_type: ExitType, layout: FeatureLayout = NCHW):
         super().__init__()
         self.in_channels = int(in_channels)
         self.num_classes = int(num_classes)
         self.exit_type = exit_type
+        self.layout = layout
+        layout.check_pool(exit_type.token_pool, f"exit type {exit_type.name!r}")
         widths = [self.in_channels, *exit_type.hidden, self.num_classes]
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
@@ -133,12 +166,18 @@ class ExitHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, C, ...]`` feature map -> ``[B, num_classes]`` logits."""
-        pooled = features.flatten(2).mean(dim=2) if features.dim() > 2 else features
-        return self.mlp(pooled)
+        """``[B, C, H, W]`` map or ``[B, L, C]`` tokens (as the layout says) -> ``[B, num_classes]`` logits."""
+        return self.mlp(self.layout.pool(features, self.exit_type.token_pool))
 
     def extra_repr(self) -> str:
-        return f"type={self.exit_type.name}"
+        return f"type={self.exit_type.name}, layout={self.layout.describe()}"
+
+
+def _exit_head(position: PositionInfo, num_classes: int, exit_type: ExitType) -> ExitHead:
+    try:
+        return ExitHead(position.channels, num_classes, exit_type, position.layout)
+    except ExtractError as exc:
+        raise ExtractError(f"position {position.name!r}: {exc}") from exc
 
 
 class ExitBank(nn.Module):
@@ -194,7 +233,7 @@ class ExitBank(nn.Module):
         self.types = tuple(union.values())
         self.num_classes = int(num_classes)
         self.heads = nn.ModuleList(
-            nn.ModuleDict({t.name: ExitHead(pos.channels, num_classes, t) for t in types})
+            nn.ModuleDict({t.name: _exit_head(pos, num_classes, t) for t in types})
             for pos, types in zip(positions, per_position)
         )
 

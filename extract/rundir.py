@@ -51,7 +51,7 @@ class RunInfo:
     input_size : tuple of int
         ``(C, H, W)`` the backbone takes.
     positions : list of dict
-        The P early positions (``PositionInfo.to_dict``: name, channels, reduction, module).
+        The P early positions (``PositionInfo.to_dict``: name, channels, reduction, module, and the layout of tokens).
     exits : dict
         The exit bank spec (``ExitBank.spec()``).
     dataset : str or None
@@ -217,7 +217,9 @@ def import_backbone_module(module: str | None) -> None:
 def check_positions(backbone, positions: list, where: str) -> None:
     """Raise ExtractError unless ``backbone.positions`` match the recorded position dicts."""
     have = [p.to_dict() for p in backbone.positions]
-    want = [{k: d.get(k) for k in ("name", "channels", "reduction", "module")} for d in positions]
+    from .backbones.base import PositionInfo
+
+    want = [PositionInfo.from_dict(d).to_dict() for d in positions]
     if have != want:
         diff = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
         raise ExtractError(

@@ -21,7 +21,7 @@ from extract.backbones import (  # noqa: E402
     from_blocks,
     register_backbone,
 )
-from extract.backbones import convnext, registry, resnet  # noqa: E402
+from extract.backbones import convnext, families, pretrained, registry, resnet  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -36,17 +36,29 @@ EXPECTED_POSITIONS = {
     "convnextv2_pico": 11,
     "convnextv2_nano": 13,  # (2, 2, 8, 2)
     "convnextv2_tiny": 17,  # (3, 3, 9, 3)
+    "vit_tiny_patch16_224": 11,  # depth 12
+    "vit_small_patch16_224": 11,
+    "vit_base_patch16_224": 11,
+    "deit_tiny_patch16_224": 11,
+    "deit_small_patch16_224": 11,
+    "deit_base_patch16_224": 11,
+    "mobilenetv3_small_100": 10,  # 11 depthwise-separable / inverted-residual blocks
+    "mobilenetv3_large_100": 14,  # 15
 }
+# A ViT's position embedding fixes its input size: build them at 32x32 (2x2 patches) to keep CPU tests fast.
+SMALL = {"timm ViT / DeiT": {"img_size": 32}}
 
 
 def original_and_segmented(name, seed=0):
-    """The library's own model and our segmentation of the very same object."""
+    """The library's own model and our segmentation of the very same object (through the family table)."""
     torch.manual_seed(seed)
-    if name in resnet.RESNETS:
-        model = resnet.create_resnet(name, 1000).eval()
-        return model, resnet.segment_resnet(model, name)
-    model = convnext.create_convnext(name, 1000).eval()
-    return model, convnext.segment_convnext(model, name, (3, 224, 224))
+    family = families.BY_NAME[name]
+    model = family.create(name, 1000, **SMALL.get(family.title, {})).eval()
+    return model, family.segment(model, name)
+
+
+def test_every_supported_name_has_a_family_and_an_expected_count():
+    assert set(SUPPORTED) == set(EXPECTED_POSITIONS) == set(families.BY_NAME)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +69,8 @@ def isolated_registry(monkeypatch):
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_segments_compose_to_the_original_model(name):
     model, backbone = original_and_segmented(name)
-    x = torch.randn(2, 3, 64, 64)
+    size = 32 if backbone.positions[0].layout.is_tokens else 64
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = model(x)
         features, logits = backbone.forward_features(x)
@@ -69,8 +82,12 @@ def test_segments_compose_to_the_original_model(name):
     assert len(backbone.segments) == backbone.num_positions + 1
     assert len(features) == backbone.num_positions and len(outputs) == backbone.num_positions + 1
     for pos, feature in zip(backbone.positions, features):
-        assert feature.shape[1] == pos.channels, pos
-        assert 64 // feature.shape[2] == pos.reduction, pos
+        if pos.layout.is_tokens:  # [B, prefix + (size / patch)^2, C]
+            assert feature.shape[2] == pos.channels, pos
+            assert feature.shape[1] == pos.layout.prefix_tokens + (size // pos.reduction) ** 2, pos
+        else:
+            assert feature.shape[1] == pos.channels, pos
+            assert size // feature.shape[2] == pos.reduction, pos
     # Every parameter of the original model is used exactly where it was: shared, not copied.
     assert {id(p) for p in backbone.parameters()} == {id(p) for p in model.parameters()}
 
@@ -139,21 +156,21 @@ def test_torchvision_weights_are_resolved_and_loaded(monkeypatch):
         asked.append(entry)
         return source.state_dict()
 
-    monkeypatch.setattr(resnet, "pretrained_state_dict", fake_download)
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", fake_download)
     for spec, tag in [("default", "IMAGENET1K_V1"), ("DEFAULT", "IMAGENET1K_V1"), ("IMAGENET1K_V1", "IMAGENET1K_V1")]:
         backbone = build_backbone("resnet18", spec)
         assert backbone.weights == tag
         torch.testing.assert_close(backbone.segments[0][0][0].weight, source.conv1.weight)
     assert asked == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1] * 3
 
-    monkeypatch.setattr(resnet, "pretrained_state_dict", lambda entry: asked.append(entry) or {})
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", lambda entry: asked.append(entry) or {})
     with pytest.raises(ExtractError):  # empty download: every key missing
         build_backbone("resnet50", "IMAGENET1K_V2")
     assert asked[-1] == torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 
 
 def test_unknown_torchvision_weights_list_the_valid_ones(monkeypatch):
-    monkeypatch.setattr(resnet, "pretrained_state_dict", pytest.fail)
+    monkeypatch.setattr(pretrained, "torchvision_state_dict", pytest.fail)
     with pytest.raises(ExtractError, match="IMAGENET1K_V2"):
         build_backbone("resnet50", "IMAGENET1K_V9")
     with pytest.raises(ExtractError, match="1000 classes"):
@@ -327,3 +344,49 @@ def test_docs_example_runs():
     example = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "class SmallCNN" in block)
     exec(compile(example, "docs/backbones.md", "exec"), {})
     assert "small_cnn" in registry.available()
+
+
+# ---- the families beyond the paper's: weights through the same table
+
+
+@pytest.mark.parametrize(
+    ("name", "tag"),
+    [("vit_tiny_patch16_224", "augreg_in21k_ft_in1k"), ("deit_tiny_patch16_224", "fb_in1k"),
+     ("mobilenetv3_small_100", "lamb_in1k")],
+)
+def test_new_families_resolve_timm_tags(monkeypatch, name, tag):
+    calls = []
+    real_create = pretrained.create_timm
+
+    def fake_create(model_name, num_classes, tag=None, pretrained=False, **kwargs):
+        calls.append((model_name, tag, pretrained))
+        return real_create(model_name, num_classes, **kwargs)
+
+    monkeypatch.setattr(pretrained, "create_timm", fake_create)
+    assert build_backbone(name, "default").weights == tag
+    assert build_backbone(name, f"{name}.{tag}").weights == tag
+    assert calls == [(name, tag, True)] * 2
+    with pytest.raises(ExtractError, match=tag):
+        build_backbone(name, "no_such_tag")
+    assert len(calls) == 2
+    from PIL import Image
+
+    out = eval_transform(name, "default")(Image.new("RGB", (300, 260)))
+    assert tuple(out.shape) == (3, 224, 224)
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "mobilenetv3_small_100"])
+def test_new_family_checkpoints_load_strictly_and_name_the_class_count(tmp_path, name):
+    torch.manual_seed(2)
+    model = families.BY_NAME[name].create(name, 10).eval()
+    path = tmp_path / "ten.pth"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ExtractError, match=r"has 10 classes.*num_classes=10"):
+        build_backbone(name, path)
+    backbone = build_backbone(name, path, num_classes=10)
+    segmented = tmp_path / "segmented.pt"
+    torch.save(backbone.state_dict(), segmented)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), model(x))
+        torch.testing.assert_close(build_backbone(name, segmented, num_classes=10)(x), model(x))

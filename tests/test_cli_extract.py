@@ -36,6 +36,30 @@ def test_macs_table_needs_no_data(capsys):
     assert table["exit_macs"][0][0] == 256 * 1000
 
 
+def test_macs_of_a_vision_transformer(capsys):
+    code, out, _ = run_cli(capsys, "vit_tiny_patch16_224", "--macs")
+    assert code == 0 and "blocks.10" in out and "mlp5x1000" in out
+    code, out, _ = run_cli(capsys, "vit_tiny_patch16_224", "--macs", "--json", "--exit-types", "mlp1,mlp1-token")
+    table = json.loads(out)
+    assert len(table["positions"]) == 11 and table["exit_types"] == ["mlp1", "mlp1-token"]
+    assert 1.2e9 < table["total_macs"] < 1.3e9  # attention included
+    assert table["exit_macs"][0] == [192 * 1000, 192 * 1000]  # exits read the 192-wide embedding
+
+
+def test_per_backbone_defaults_come_from_the_registry(capsys, monkeypatch):
+    from extract.backbones import registry
+
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))
+    registry.register_backbone("tiny7", lambda weights, num_classes: tiny.factory(weights, num_classes),
+                               num_classes=7, exit_types="mlp2x5")
+    code, out, _ = run_cli(capsys, "tiny7", "--macs", "--json")
+    table = json.loads(out)
+    assert code == 0 and table["exit_types"] == ["mlp2x5"]
+    assert table["exit_macs"][0] == [8 * 5 + 5 * 7]  # 8 channels -> 5 hidden -> 7 classes
+    code, out, _ = run_cli(capsys, "digits", "--macs", "--json")
+    assert json.loads(out)["exit_types"] == ["mlp1", "mlp2x32", "mlp2x64"]
+
+
 def test_unknown_model_lists_the_supported_ones(capsys):
     code, _, err = run_cli(capsys, "resnet9000", "--macs")
     assert code == 2

@@ -146,3 +146,35 @@ def test_synthetic_caches_have_the_measured_costs(name):
     assert cache.total_macs == table.total_macs
     np.testing.assert_array_equal(cache.backbone_macs, table.backbone_macs)
     np.testing.assert_array_equal(cache.exit_macs, table.exit_macs)
+
+
+# ---- the families beyond the paper's: whole-model counts, attention, token exits
+
+NEW_FAMILIES = ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "mobilenetv3_small_100", "mobilenetv3_large_100"]
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_segmented_count_equals_the_unsegmented_model(name):
+    from extract.backbones.families import BY_NAME
+
+    family = BY_NAME[name]
+    with torch.device("meta"):
+        model = family.create(name, 1000)
+    whole = count_macs(model, torch.zeros(1, 3, 224, 224, device="meta"))
+    backbone = family.segment(model, name)
+    table = macs_table(backbone)
+    assert table.total_macs == whole and table.segment_macs.sum() == whole
+    assert np.all(np.diff(table.backbone_macs) > 0)
+    assert macs_table(build_backbone(name, device="meta")).total_macs == whole
+
+
+@pytest.mark.parametrize(("name", "width"), [("vit_tiny_patch16_224", 192), ("deit_tiny_patch16_224", 192)])
+def test_transformer_blocks_count_their_attention(name, width):
+    table = macs_table(build_backbone(name, device="meta"), PAPER_EXIT_TYPES)
+    tokens, c = 1 + (224 // 16) ** 2, width
+    linear = tokens * (4 * c * c + 2 * 4 * c * c)  # qkv + projection, MLP with ratio 4
+    attention = 2 * tokens * tokens * c  # q k^T and attention @ v
+    assert table.segment_macs[1:-1].tolist() == [linear + attention] * (table.segment_macs.size - 2)
+    # exits read C = 192 features per sample (the embedding width), not the 197 tokens
+    for p in range(len(table.positions)):
+        assert table.exit_macs[p].tolist() == [linear_macs(c, t, 1000) for t in PAPER_EXIT_TYPES]

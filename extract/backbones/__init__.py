@@ -3,10 +3,13 @@
 from .base import PositionInfo, SegmentedBackbone
 from .checkpoint import load_checkpoint, load_state_strict, read_state_dict
 from .generic import from_blocks
+from .layout import NCHW, FeatureLayout, tokens
 from .registry import SUPPORTED, available, build_backbone, eval_transform, register_backbone
 
 __all__ = [
+    "NCHW",
     "SUPPORTED",
+    "FeatureLayout",
     "PositionInfo",
     "SegmentedBackbone",
     "available",
@@ -17,4 +20,5 @@ __all__ = [
     "load_state_strict",
     "read_state_dict",
     "register_backbone",
+    "tokens",
 ]

@@ -17,41 +17,57 @@ import torch
 from torch import nn
 
 from ..errors import ExtractError
+from .layout import NCHW, FeatureLayout
 
 
 @dataclass(frozen=True)
 class PositionInfo:
     """Where an early exit can attach: the output of one block of the original model.
 
-    In the spirit of timm's ``FeatureInfo``.
+    In the spirit of timm's ``FeatureInfo`` (with its ``output_fmt``).
 
     Attributes
     ----------
     name : str
         Readable position name, e.g. ``"layer3.22"`` or ``"stages.2.blocks.1"``.
     channels : int
-        Channels (dimension 1) of the feature map o_p at this position.
+        Channels C of o_p: dimension 1 of a map ``[B, C, H, W]``, the embedding
+        width of tokens ``[B, L, C]``.
     reduction : int
-        Spatial stride of o_p relative to the input image (4, 8, 16, 32 ...).
+        Spatial stride of o_p relative to the input image (4, 8, 16, 32 ...;
+        the patch size for tokens).
     module : str
         Dotted path, in the original model, of the module whose output is o_p.
+    layout : FeatureLayout
+        NCHW maps (the default) or NLC tokens with their prefix tokens; decides
+        how an exit pools o_p.
     """
 
     name: str
     channels: int
     reduction: int
     module: str
+    layout: FeatureLayout = NCHW
 
     def to_dict(self) -> dict:
-        """JSON-able dict with the four fields."""
-        return {"name": self.name, "channels": self.channels, "reduction": self.reduction, "module": self.module}
+        """JSON-able dict: name, channels, reduction, module, and the layout fields unless NCHW.
+
+        NCHW positions write no layout fields, so that every file written
+        before layouts existed describes the same positions (and digests) still.
+        """
+        return {
+            "name": self.name, "channels": self.channels, "reduction": self.reduction, "module": self.module,
+            **self.layout.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> PositionInfo:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (no ``layout`` field: NCHW)."""
         try:
-            return cls(str(d["name"]), int(d["channels"]), int(d["reduction"]), str(d["module"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(
+                str(d["name"]), int(d["channels"]), int(d["reduction"]), str(d["module"]), FeatureLayout.from_dict(d)
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExtractError(f"bad position entry {d!r}: needs name, channels, reduction, module") from exc
 
 

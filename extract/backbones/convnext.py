@@ -12,9 +12,25 @@ from __future__ import annotations
 from torch import nn
 
 from .base import SegmentedBackbone
-from .generic import from_blocks
+from .generic import Split, from_split
+from .layout import NCHW
+from .pretrained import TIMM, create_timm, timm_cfg, timm_tags
 
 CONVNEXTS = ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano", "convnextv2_tiny")
+
+
+def split(model: nn.Module) -> Split:
+    """Position rule: one block per segment, a stage's downsampling before its first block, norm_pre as tail."""
+    blocks = []
+    prefix = {}
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.blocks):
+            block_name = f"stages.{i}.blocks.{j}"
+            blocks.append((block_name, block))
+            if j == 0 and not isinstance(stage.downsample, nn.Identity):
+                prefix[block_name] = stage.downsample
+    tail = None if isinstance(model.norm_pre, nn.Identity) else model.norm_pre
+    return Split(model.stem, blocks, model.head, num_classes=model.num_classes, tail=tail, block_prefix=prefix)
 
 
 def segment_convnext(
@@ -33,62 +49,24 @@ def segment_convnext(
     weights : str, optional
         Provenance of the weights.
     """
-    blocks = []
-    prefix = {}
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage.blocks):
-            block_name = f"stages.{i}.blocks.{j}"
-            blocks.append((block_name, block))
-            if j == 0 and not isinstance(stage.downsample, nn.Identity):
-                prefix[block_name] = stage.downsample
-    tail = None if isinstance(model.norm_pre, nn.Identity) else model.norm_pre
-    return from_blocks(
-        name,
-        model.stem,
-        blocks,
-        model.head,
-        num_classes=model.num_classes,
-        input_size=input_size,
-        tail=tail,
-        block_prefix=prefix,
-        weights=weights,
-    )
+    return from_split(name, split(model), input_size, NCHW, weights)
 
 
 def pretrained_tags(name: str) -> tuple[str, ...]:
     """timm's pretrained tags of ``name`` that carry an ImageNet classifier."""
-    import timm
-    from timm.models import get_pretrained_cfg
-
-    tags = []
-    for full in timm.list_pretrained(f"{name}.*"):
-        cfg = get_pretrained_cfg(full)
-        if cfg is not None and cfg.num_classes:
-            tags.append(full.split(".", 1)[1])
-    return tuple(tags)
+    return timm_tags(name)
 
 
 def default_tag(name: str) -> str:
     """The tag timm loads for ``name`` with ``pretrained=True``."""
-    from timm.models import get_pretrained_cfg
-
-    return get_pretrained_cfg(name).tag
+    return TIMM.resolve(name, "default")
 
 
 def pretrained_cfg(name: str, tag: str | None) -> dict:
     """timm's pretrained config (input size, mean/std, crop) as a dict."""
-    from timm.models import get_pretrained_cfg
-
-    return get_pretrained_cfg(name if tag is None else f"{name}.{tag}").to_dict()
+    return timm_cfg(name, tag)
 
 
 def create_convnext(name: str, num_classes: int, tag: str | None = None, pretrained: bool = False) -> nn.Module:
-    """Create a timm ConvNeXtV2; with ``pretrained=True`` timm downloads the weights.
-
-    The one place where timm fetches pretrained weights; tests replace it to
-    stay offline.
-    """
-    import timm
-
-    model_name = name if tag is None else f"{name}.{tag}"
-    return timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes)
+    """Create a timm ConvNeXtV2; with ``pretrained=True`` timm downloads the weights."""
+    return create_timm(name, num_classes, tag=tag, pretrained=pretrained)

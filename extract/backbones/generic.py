@@ -1,6 +1,6 @@
 """Segment any classifier that is a stem, a sequence of blocks and a head.
 
-This is the adapter behind the built-in ResNet and ConvNeXtV2 backbones and the
+This is the adapter behind every built-in family (``families.py``) and the
 one a user calls for a new architecture (see docs/backbones.md). An exit
 position follows every block but the last; the last block's output is the
 final feature map that the head consumes.
@@ -9,15 +9,39 @@ final feature map that the head consumes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .._tracing import evaluating, run_shapes_only
 from ..errors import ExtractError
+from . import layout as layouts
 from .base import PositionInfo, SegmentedBackbone
+from .layout import FeatureLayout
 
 NamedBlocks = Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | Sequence[nn.Module] | nn.Sequential
+
+
+class Split(NamedTuple):
+    """A classifier cut into the parts :func:`from_blocks` takes: a family's position rule returns one."""
+
+    stem: nn.Module | None
+    blocks: NamedBlocks
+    head: nn.Module
+    num_classes: int
+    tail: nn.Module | None = None
+    block_prefix: Mapping[str, nn.Module] | None = None
+
+
+def from_split(
+    name: str, split: Split, input_size: tuple[int, ...], layout: FeatureLayout | None, weights: str | None = None
+) -> SegmentedBackbone:
+    """:func:`from_blocks` on the parts of a :class:`Split`."""
+    return from_blocks(
+        name, split.stem, split.blocks, split.head, split.num_classes, input_size,
+        tail=split.tail, block_prefix=split.block_prefix, weights=weights, layout=layout,
+    )
 
 
 def _named(blocks: NamedBlocks) -> list[tuple[str, nn.Module]]:
@@ -46,12 +70,15 @@ def infer_positions(
     names: Sequence[str],
     modules: Sequence[str],
     input_size: tuple[int, ...],
+    layout: FeatureLayout | None = None,
 ) -> list[PositionInfo]:
-    """Channels and reduction of each early output, from one probe forward.
+    """Layout, channels and reduction of each early output, from one probe forward.
 
     The probe runs on fake tensors (no arithmetic) with a batch of one at
-    ``input_size``; reduction is the input height over the feature map height.
-    Feature maps must be ``[B, C, ...]`` tensors.
+    ``input_size``. With ``layout=None`` each output's layout is inferred
+    where its shape allows one reading only (``[B, C, H, W]``: NCHW); a
+    rank-3 output could be tokens or a 1-d map and is refused, as is any
+    output that does not fit a given ``layout``.
     """
     if len(input_size) < 2:
         raise ExtractError(f"input_size {tuple(input_size)} must be (C, H, ...) ")
@@ -70,11 +97,17 @@ def infer_positions(
         shapes, _ = run_shapes_only(probe, lambda: (torch.zeros(1, *input_size, device=probe_device),))
     positions = []
     for name, module, shape in zip(names, modules, shapes):
-        if len(shape) < 2:
-            raise ExtractError(f"position {name!r}: output shape {shape} has no channel dimension")
-        # Token-shaped outputs [B, L, C] have no spatial reduction; report 1.
-        reduction = max(1, round(input_size[1] / shape[2])) if len(shape) >= 3 else 1
-        positions.append(PositionInfo(name=name, channels=int(shape[1]), reduction=int(reduction), module=module))
+        where = f"position {name!r}"
+        found = layouts.infer(shape, input_size, where) if layout is None else layout
+        positions.append(
+            PositionInfo(
+                name=name,
+                channels=found.channels(shape, where),
+                reduction=found.reduction(shape, input_size, where),
+                module=module,
+                layout=found,
+            )
+        )
     return positions
 
 
@@ -98,6 +131,7 @@ def from_blocks(
     tail: nn.Module | None = None,
     block_prefix: Mapping[str, nn.Module] | None = None,
     weights: str | None = None,
+    layout: FeatureLayout | None = None,
 ) -> SegmentedBackbone:
     """Wrap ``head(tail(blocks[-1](...blocks[0](stem(x)))))`` as a SegmentedBackbone.
 
@@ -127,11 +161,21 @@ def from_blocks(
         stage's downsampling layer before the stage's first block).
     weights : str, optional
         Provenance of the weights, kept as ``backbone.weights``.
+    layout : FeatureLayout, optional
+        Layout of every block output: ``layout.NCHW`` or
+        ``layout.tokens(prefix_tokens, class_token)``. Left out, it is inferred
+        from the probe shapes where only one reading exists (rank 4: NCHW).
 
     Returns
     -------
     SegmentedBackbone
         Whose ``forward`` equals the wrapped model's forward.
+
+    Raises
+    ------
+    ExtractError
+        A block output whose layout is ambiguous (``[B, L, C]`` or ``[B, C, L]``
+        without ``layout=``) or does not fit ``layout``, naming the position and shape.
     """
     named = _named(blocks)
     if len(named) < 2:
@@ -147,7 +191,7 @@ def from_blocks(
             parts.append(tail)
         segments.append(_chain(*parts))
     block_names = [n for n, _ in named[:-1]]
-    positions = infer_positions(segments, block_names, block_names, tuple(input_size))
+    positions = infer_positions(segments, block_names, block_names, tuple(input_size), layout)
     return SegmentedBackbone(
         name=name,
         segments=segments,

@@ -20,24 +20,55 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..errors import ExtractError
-from . import convnext, resnet
 from .base import SegmentedBackbone
-from .checkpoint import load_checkpoint, load_state_strict, looks_like_path
+from .checkpoint import load_checkpoint, looks_like_path
+from .families import BY_NAME, FAMILIES
 
-SUPPORTED: tuple[str, ...] = resnet.RESNETS + convnext.CONVNEXTS
-"""Names of the built-in backbones."""
+SUPPORTED: tuple[str, ...] = tuple(name for family in FAMILIES for name in family.names)
+"""Names of the built-in backbones, family by family (see ``families.FAMILIES``)."""
 
 RANDOM_SPECS = ("none", "random", "")
-DEFAULT_SPECS = ("default", "DEFAULT")
+
+
+DEFAULT_NUM_CLASSES = 1000
+"""Classes of a built-in backbone unless told otherwise: ImageNet's, those of its pretrained weights."""
+DEFAULT_EXIT_TYPES = "paper"
+"""Exit types of a backbone unless told otherwise: the paper's five (``extract.exits.PAPER_EXIT_TYPES``)."""
+
+#: Names registered by a module of this package, imported on first use (importing them costs data loading).
+REGISTERING_MODULES: dict[str, str] = {"digits": "extract.digits"}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What ``python -m extract NAME`` uses when the user does not say.
+
+    Attributes
+    ----------
+    num_classes : int
+        Classes of the model (``--macs``; pretrained weights).
+    exit_types : str
+        ``--exit-types``.
+    out : str or None
+        Run directory; ``None`` means ``runs/NAME``.
+    demo : callable ``(out, *, exit_epochs, backbone_epochs, batch_size, seed, progress, log)``, optional
+        A backbone that brings its own data and training (the digits demo):
+        ``python -m extract NAME`` runs it instead of extracting from ``--data``.
+    """
+
+    num_classes: int = DEFAULT_NUM_CLASSES
+    exit_types: str = DEFAULT_EXIT_TYPES
+    out: str | None = None
+    demo: Callable[..., object] | None = None
 
 
 @dataclass(frozen=True)
 class _Registered:
     factory: Callable[[str | None, int], SegmentedBackbone]
     transform: Callable[[str | None], Callable] | None
+    defaults: Defaults
 
 
 _USER: dict[str, _Registered] = {}
@@ -47,6 +78,11 @@ def register_backbone(
     name: str,
     factory: Callable[[str | None, int], SegmentedBackbone],
     transform: Callable[[str | None], Callable] | None = None,
+    *,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    exit_types: str = DEFAULT_EXIT_TYPES,
+    out: str | None = None,
+    demo: Callable[..., object] | None = None,
 ) -> None:
     """Make a user backbone available to :func:`build_backbone` (and so to the CLI).
 
@@ -59,20 +95,36 @@ def register_backbone(
         builds the model, loads weights and calls :func:`from_blocks`.
     transform : callable ``(weights) -> transform``, optional
         The eval transform for :func:`eval_transform`.
+    num_classes : int
+        Its class count where none is given (``python -m extract NAME --macs``).
+    exit_types : str
+        Its exit types where none are given (``--exit-types``), e.g. ``"mlp1,mlp2x32"``.
+    out, demo
+        Its default run directory and its demo command (see :class:`Defaults`).
     """
     if name in SUPPORTED:
         raise ExtractError(f"backbone name {name!r} is built in; choose another name")
-    _USER[name] = _Registered(factory, transform)
+    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types), out, demo))
 
 
 def available() -> tuple[str, ...]:
-    """Built-in names followed by the names registered with :func:`register_backbone`."""
-    return SUPPORTED + tuple(sorted(_USER))
+    """Built-in names followed by the registered names (and those a module of this package registers)."""
+    return SUPPORTED + tuple(sorted(set(_USER) | set(REGISTERING_MODULES)))
 
 
 def _check_name(name: str) -> None:
+    if name not in SUPPORTED and name not in _USER and name in REGISTERING_MODULES:
+        import importlib
+
+        importlib.import_module(REGISTERING_MODULES[name])
     if name not in SUPPORTED and name not in _USER:
         raise ExtractError(f"unknown backbone {name!r}; supported: {', '.join(available())}")
+
+
+def defaults(name: str) -> Defaults:
+    """What ``python -m extract NAME`` uses unless told otherwise (built-in backbones: ImageNet, the paper's exits)."""
+    _check_name(name)
+    return _USER[name].defaults if name in _USER else Defaults()
 
 
 def _normalise(weights: str | os.PathLike | None) -> str | None:
@@ -80,37 +132,6 @@ def _normalise(weights: str | os.PathLike | None) -> str | None:
         return None
     weights = os.fspath(weights)
     return None if weights.strip().lower() in RANDOM_SPECS else weights
-
-
-def _torchvision_weights(name: str, spec: str):
-    enum = resnet.weights_enum(name)
-    if spec in DEFAULT_SPECS:
-        return enum.DEFAULT
-    member = spec.split(".", 1)[1] if spec.startswith(enum.__name__ + ".") else spec
-    if member not in enum.__members__ or member == "DEFAULT":
-        valid = [m for m in enum.__members__ if m != "DEFAULT"]
-        raise ExtractError(
-            f"unknown weights {spec!r} for {name}; use 'default', one of {valid}, or a path to a .pt/.pth file"
-        )
-    return enum[member]
-
-
-def _timm_tag(name: str, spec: str) -> str:
-    if spec in DEFAULT_SPECS:
-        return convnext.default_tag(name)
-    tags = convnext.pretrained_tags(name)
-    tag = spec.split(".", 1)[1] if spec.startswith(name + ".") else spec
-    if tag not in tags:
-        raise ExtractError(
-            f"unknown weights {spec!r} for {name}; use 'default', one of {list(tags)} "
-            f"(classifier weights only), or a path to a .pt/.pth file"
-        )
-    return tag
-
-
-def _load_file(model: nn.Module, segment: Callable[[nn.Module], SegmentedBackbone], path: str, target: str):
-    classifier = "fc.weight" if isinstance(getattr(model, "fc", None), nn.Linear) else "head.fc.weight"
-    return load_checkpoint(model, segment, path, target=target, classifier_key=classifier)
 
 
 def build_backbone(
@@ -168,35 +189,20 @@ def build_backbone(
 
 
 def _build_builtin(name: str, spec: str | None, num_classes: int) -> SegmentedBackbone:
+    family = BY_NAME[name]
+    if spec is None:
+        return family.segment(family.create(name, num_classes), name)
     target = f"{name} with {num_classes} classes"
-    pretrained = spec is not None and not looks_like_path(spec)
-    if pretrained and num_classes != 1000:
+    if looks_like_path(spec):
+        segment = lambda m: family.segment(m, name, weights=spec)  # noqa: E731
+        return load_checkpoint(
+            family.create(name, num_classes), segment, spec, target=target, classifier_key=family.classifier_key
+        )
+    if num_classes != 1000:
         raise ExtractError(f"pretrained weights {spec!r} of {name} have 1000 classes, not num_classes={num_classes}")
-    if name in resnet.RESNETS:
-        model = resnet.create_resnet(name, num_classes)
-        if spec is None:
-            return resnet.segment_resnet(model, name)
-        if pretrained:
-            entry = _torchvision_weights(name, spec)
-            load_state_strict(
-                model,
-                resnet.pretrained_state_dict(entry),
-                source=f"torchvision {entry}",
-                target=target,
-                classifier_key="fc.weight",
-            )
-            return resnet.segment_resnet(model, name, weights=entry.name)
-        return _load_file(model, lambda m: resnet.segment_resnet(m, name, weights=spec), spec, target)
-
-    if spec is None or not pretrained:
-        model = convnext.create_convnext(name, num_classes)
-        size = tuple(convnext.pretrained_cfg(name, None)["input_size"])
-        segment = lambda m: convnext.segment_convnext(m, name, size, weights=spec)  # noqa: E731
-        return segment(model) if spec is None else _load_file(model, segment, spec, target)
-    tag = _timm_tag(name, spec)
-    model = convnext.create_convnext(name, num_classes, tag=tag, pretrained=True)
-    size = tuple(convnext.pretrained_cfg(name, tag)["input_size"])
-    return convnext.segment_convnext(model, name, size, weights=tag)
+    tag = family.weights.resolve(name, spec)
+    model = family.weights.load(family.create, name, tag, num_classes, family.classifier_key)
+    return family.segment(model, name, weights=tag)
 
 
 def eval_transform(name: str, weights: str | os.PathLike | None = None) -> Callable:
@@ -225,10 +231,5 @@ def eval_transform(name: str, weights: str | os.PathLike | None = None) -> Calla
         if _USER[name].transform is None:
             raise ExtractError(f"backbone {name!r} was registered without an eval transform")
         return _USER[name].transform(spec)
-    if name in resnet.RESNETS:
-        return _torchvision_weights(name, "DEFAULT" if by_default else spec).transforms()
-    from timm.data import create_transform, resolve_data_config
-
-    tag = None if by_default else _timm_tag(name, spec)
-    config = resolve_data_config(pretrained_cfg=convnext.pretrained_cfg(name, tag))
-    return create_transform(**config)
+    scheme = BY_NAME[name].weights
+    return scheme.transform(name, None if by_default else scheme.resolve(name, spec))

@@ -11,10 +11,24 @@ from __future__ import annotations
 from torch import nn
 
 from .base import SegmentedBackbone
-from .generic import from_blocks
+from .generic import Split, from_split
+from .layout import NCHW
+from .pretrained import create_torchvision
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 INPUT_SIZE = (3, 224, 224)
+
+
+def split(model: nn.Module) -> Split:
+    """Position rule: the stem, then one residual block per segment; avgpool, flatten and fc as head."""
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    blocks = [
+        (f"{layer}.{j}", block)
+        for layer in ("layer1", "layer2", "layer3", "layer4")
+        for j, block in enumerate(getattr(model, layer))
+    ]
+    head = nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+    return Split(stem, blocks, head, num_classes=model.fc.out_features)
 
 
 def segment_resnet(model: nn.Module, name: str, weights: str | None = None) -> SegmentedBackbone:
@@ -29,36 +43,9 @@ def segment_resnet(model: nn.Module, name: str, weights: str | None = None) -> S
     weights : str, optional
         Provenance of the weights.
     """
-    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-    blocks = [
-        (f"{layer}.{j}", block)
-        for layer in ("layer1", "layer2", "layer3", "layer4")
-        for j, block in enumerate(getattr(model, layer))
-    ]
-    head = nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
-    return from_blocks(
-        name, stem, blocks, head, num_classes=model.fc.out_features, input_size=INPUT_SIZE, weights=weights
-    )
+    return from_split(name, split(model), INPUT_SIZE, NCHW, weights)
 
 
 def create_resnet(name: str, num_classes: int) -> nn.Module:
     """A randomly initialised torchvision ResNet (no download)."""
-    import torchvision
-
-    return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-
-
-def weights_enum(name: str):
-    """The torchvision weights enum of ResNet ``name`` (e.g. ``ResNet50_Weights``)."""
-    import torchvision
-
-    return torchvision.models.get_model_weights(name)
-
-
-def pretrained_state_dict(weights) -> dict:
-    """Download (or read from the torch hub cache) a torchvision weights entry.
-
-    The one place where torchvision fetches pretrained weights; tests replace
-    it to stay offline.
-    """
-    return weights.get_state_dict(progress=True, check_hash=True)
+    return create_torchvision(name, num_classes)
