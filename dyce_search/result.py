@@ -482,6 +482,14 @@ class SearchResult:
             "configurations": entries,
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict, source: str = "the result document") -> "SearchResult":
+        """The result of a JSON document from :meth:`to_dict`, checked as :func:`load_result` checks a file.
+
+        ``source`` starts every error message (e.g. the file embedding the document).
+        """
+        return _from_document(doc, source)
+
     def save(self, path) -> None:
         """Write the result atomically: JSON for ``*.json``, Parquet for ``*.parquet``.
 

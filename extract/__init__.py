@@ -31,6 +31,8 @@ _LAZY = {
     "run_pipeline": "pipeline",
     "DyCEModel": "runtime",
     "UnknownConfigError": "runtime",
+    "export_bundle": "bundle",
+    "load_bundle": "bundle",
     "measure_costs": "latency",
 }
 

@@ -35,9 +35,10 @@ DEFAULTS = {
 #: Options each mode does not use: given explicitly, they are an error instead of being dropped silently.
 IGNORED = {
     "demo": ("--data", "--weights", "--splits", "--train-split", "--exit-types", "--lr", "--workers",
-               "--num-classes", "--no-augment", "--shard-size", "--device", "--json", "--hash-data"),
+               "--num-classes", "--no-augment", "--shard-size", "--device", "--json", "--hash-data", "--keep-checkpoints"),
     "macs": ("--data", "--weights", "--splits", "--train-split", "--epochs", "--batch-size", "--lr", "--workers",
-             "--no-augment", "--shard-size", "--seed", "--out", "--device", "--backbone-epochs", "--hash-data"),
+             "--no-augment", "--shard-size", "--seed", "--out", "--device", "--backbone-epochs", "--hash-data",
+             "--keep-checkpoints"),
     "extract": ("--backbone-epochs", "--json"),
 }
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hash-data", action="store_true",
                    help="identify each data split by the bytes of its files (reads them once more) instead of by "
                    "their names and sizes; the digest goes into run.json and every cache's provenance record")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep OUT/checkpoints/ (exit-training state, used to resume) once exits.pt is written")
     p.add_argument("--seed", type=int, help="seed of the exits' initialisation and shuffling (default: 0)")
     p.add_argument("--out", help="run directory (default: runs/MODEL; digits: data/digits)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -283,6 +286,7 @@ def _extract(args, known) -> int:
         shard_size=args.shard_size,
         progress=_progress(args.quiet),
         hash_data=args.hash_data,
+        keep_checkpoints=args.keep_checkpoints,
     )
     bank = seeded_bank(backbone, exit_types, args.seed)
     info = RunInfo(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -466,6 +465,4 @@ def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log
         settings=settings,
         log=log,
     )
-    # exits.pt is final: the optimizer state in checkpoints/ would only bloat the shipped run
-    shutil.rmtree(run.checkpoints, ignore_errors=True)
     return caches

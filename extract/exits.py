@@ -193,6 +193,10 @@ class ExitBank(nn.Module):
         union, in order of first appearance.
     num_classes : int
         Logits every exit produces.
+    types : sequence of ExitType, optional
+        The K exit types in index order, when some type has no exit at any
+        position (a bank pruned to the exits a deployment uses keeps the
+        type indices of the bank it came from). Default: the union above.
 
     Attributes
     ----------
@@ -207,8 +211,10 @@ class ExitBank(nn.Module):
         positions: Sequence[PositionInfo],
         exit_types: Sequence[ExitType] | Sequence[Sequence[ExitType]],
         num_classes: int,
+        types: Sequence[ExitType] | None = None,
     ):
         super().__init__()
+        declared = None if types is None else tuple(types)  # `types` names each position's list below
         positions = list(positions)
         if not positions:
             raise ExtractError("an exit bank needs at least one position")
@@ -227,10 +233,15 @@ class ExitBank(nn.Module):
                     raise ExtractError(f"two exit types named {t.name!r} differ: {union[t.name]} vs {t}")
             if len({t.name for t in types}) != len(types):
                 raise ExtractError(f"position {positions[p].name!r}: exit types repeat: {[t.name for t in types]}")
-        if not union:
+        if declared is not None:
+            listed = {t.name: t for t in declared}
+            stray = [str(t) for name, t in union.items() if listed.get(name) != t]
+            if stray or len(listed) != len(declared):
+                raise ExtractError(f"types={[str(t) for t in declared]} must name each exit type once, {stray} included")
+        elif not union:
             raise ExtractError("the exit bank has no exits at all")
         self.positions = positions
-        self.types = tuple(union.values())
+        self.types = declared if declared is not None else tuple(union.values())
         self.num_classes = int(num_classes)
         self.heads = nn.ModuleList(
             nn.ModuleDict({t.name: _exit_head(pos, num_classes, t) for t in types})
@@ -342,7 +353,7 @@ class ExitBank(nn.Module):
                 f"exit bank spec: 'available' has shape {available.shape}, expected {(len(positions), len(types))}"
             )
         per_position = [[t for t, ok in zip(types, row) if ok] for row in available]
-        return cls(positions, per_position, num_classes)
+        return cls(positions, per_position, num_classes, types=types)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"spec", "state_dict"}`` with ``torch.save``, atomically.
@@ -372,6 +383,23 @@ class ExitBank(nn.Module):
         except RuntimeError as exc:
             raise ExtractError(f"exit bank file {path!r}: weights do not fit its spec: {exc}") from exc
         return bank.to(map_location)
+
+    def subset(self, keep) -> ExitBank:
+        """A bank of the exits ``(p, k)`` in ``keep`` only, sharing their modules (no copy).
+
+        The K exit types and their indices stay those of this bank, so a
+        configuration indexes both alike.
+        """
+        keep = {(int(p), int(k)) for p, k in keep}
+        missing = sorted(key for key in keep if key not in self)
+        if missing:
+            raise ExtractError(f"exits {missing} (position, type) are not in the bank")
+        per_position = [[t for k, t in enumerate(self.types) if (p, k) in keep] for p in range(len(self.positions))]
+        bank = ExitBank(self.positions, per_position, self.num_classes, types=self.types)
+        for p, k in keep:
+            name = self.exit_types[k]
+            bank.heads[p][name] = self.heads[p][name]
+        return bank.train(self.training)
 
     def extra_repr(self) -> str:
         return f"positions={len(self.positions)}, exit_types={self.exit_types}, num_classes={self.num_classes}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ class Settings:
     hash_data : bool
         Identify each data split by the bytes of its files rather than by
         their paths and sizes (reads every file once more).
+    keep_checkpoints : bool
+        Keep ``checkpoints/`` (the exits' training state, with the optimizer's)
+        once ``exits.pt`` is final; by default it is removed then.
     """
 
     epochs: int = 5
@@ -63,6 +67,7 @@ class Settings:
     shard_size: int = 10_000
     progress: bool = True
     hash_data: bool = False
+    keep_checkpoints: bool = False
 
 
 def _rank() -> tuple[int, int]:
@@ -340,6 +345,9 @@ def run_pipeline(
             bank.save(run.exits)
         _barrier()
     if rank == 0:
+        if not settings.keep_checkpoints:
+            # exits.pt is written: the checkpoint only served to resume training, and weighs more
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
         info = _with_exits(info, bank.to("cpu"))
         _check_recorded_caches(run, info)
         info.save(run.run_json)

@@ -7,7 +7,8 @@ Layout (see docs/extract.md)::
       exits.pt                 the trained ExitBank (spec + state_dict)
       backbone.pt              only when name + weights cannot rebuild the backbone
       macs.json                MacsTable: per-position backbone MACs, exit MACs, total
-      checkpoints/last.pt      exit training checkpoint (resume)
+      checkpoints/last.pt      exit training checkpoint (resume; removed once exits.pt is written
+                               unless Settings.keep_checkpoints)
       shards-{split}/          recording shards while a split is being recorded
       cache-{split}.parquet    one dyce_search.ExitCache per recorded split
 

@@ -1,7 +1,7 @@
 """The run-time DyCE model: Algorithm 1 over a frozen segmented backbone.
 
-A :class:`DyCEModel` holds one segmented backbone, every trained exit of the
-run and a set of searched configurations G = {k, t}. One configuration is
+A :class:`DyCEModel` holds one segmented backbone, the trained exits its
+configurations use (:meth:`DyCEModel.load` drops the others) and a set of searched configurations G = {k, t}. One configuration is
 active at a time; :meth:`DyCEModel.use` switches to another in O(1) by
 swapping a reference to a precomputed execution plan (which exit module runs
 after which segment, and its threshold). Weights are never copied or reloaded.
@@ -36,7 +36,7 @@ from dyce_search.exit_rule import float32_threshold
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DyCEModel", "UnknownConfigError", "check_result_fits", "exit_step", "top1"]
+__all__ = ["DyCEModel", "UnknownConfigError", "check_result_fits", "exit_step", "module_size", "top1", "used_exits"]
 
 
 class UnknownConfigError(DyceError, LookupError):
@@ -177,7 +177,8 @@ class DyCEModel(nn.Module):
         return tuple(stages)
 
     @classmethod
-    def load(cls, run_dir, results, *, device="cpu", allow_mixed: bool = False) -> "DyCEModel":
+    def load(cls, run_dir, results, *, device="cpu", allow_mixed: bool = False,
+             all_exits: bool = False) -> "DyCEModel":
         """Load a run directory (``python -m extract``) and its search results.
 
         Parameters
@@ -188,12 +189,17 @@ class DyCEModel(nn.Module):
         allow_mixed : bool
             Accept results searched on a cache of another run (other backbone
             weights, exits or preprocessing), with a logged warning.
+        all_exits : bool
+            Keep every exit of the bank, not only those some stored
+            configuration enables (the default keeps only those: a full bank
+            of the paper's five types weighs several backbones).
 
         Returns
         -------
         DyCEModel
             Its ``provenance`` holds the run's record (digests of the loaded
-            backbone and exits, ``dyce_search.provenance``).
+            backbone and of the whole exit bank, taken before the unused
+            exits are dropped, ``dyce_search.provenance``).
 
         Raises
         ------
@@ -213,21 +219,63 @@ class DyCEModel(nn.Module):
         backbone, bank, info = load_run(run_dir, map_location=device)
         source = str(results) if isinstance(results, (str, os.PathLike)) else "the search result"
         check_result_fits(result.metadata, backbone, bank, source=source, run=str(run_dir))
+        # digest the whole bank: the record of the search cache describes all of it
         record = run_record(backbone, bank, info)
         check_combinable(
             Origin(f"the run {str(run_dir)!r}", record, None, None, info.backbone),
             Origin.of_result(result.metadata, f"the search cache of {source}"),
             allow_mixed=allow_mixed, error=ResultError,
         )
+        if not all_exits:
+            used = used_exits(result, bank)
+            total = sum(1 for _ in bank.exits())
+            full = module_size(bank)
+            bank = bank.subset(used)
+            logger.info("%s: keeping the %d of %d exits the configurations use (%d of %d exit parameters)",
+                        run_dir, len(used), total, module_size(bank)[0], full[0])
         model = cls(backbone, bank, result)
         model.provenance = record
         return model
+
+    @classmethod
+    def load_bundle(cls, path, *, device="cpu") -> "DyCEModel":
+        """Load a deployment bundle written by :func:`extract.bundle.export_bundle` (no pickle).
+
+        Its ``provenance`` is the record of the run it was exported from; the
+        bundle's own tensors are checked against the digests in its manifest
+        (``extract.bundle``), so an edited or truncated bundle is refused with
+        an ``ExtractError``.
+        """
+        from .bundle import load_bundle
+
+        return load_bundle(path, device=device)
+
+    def deployed_size(self) -> dict:
+        """What this model holds: parameters and bytes (parameters and buffers) of backbone and exits.
+
+        Returns
+        -------
+        dict
+            ``{"parameters", "bytes", "backbone": {"parameters", "bytes"},
+            "exits": {"count", "parameters", "bytes"}}``.
+        """
+        (bp, bb), (ep, eb) = module_size(self.backbone), module_size(self.exits)
+        return {
+            "parameters": bp + ep, "bytes": bb + eb,
+            "backbone": {"parameters": bp, "bytes": bb},
+            "exits": {"count": sum(1 for _ in self.exits.exits()), "parameters": ep, "bytes": eb},
+        }
 
     # ------------------------------------------------------------ switching
     @property
     def configs(self) -> tuple:
         """The stored configurations (dyce_search.Config)."""
         return self._configs
+
+    @property
+    def result(self):
+        """The SearchResult the configurations come from; None when built from plain Configs."""
+        return self._result
 
     @property
     def lambdas(self) -> tuple | None:
@@ -370,6 +418,36 @@ def _unpack_configs(configs, bank_types):
         names = tuple(names) if names is not None else tuple(bank_types)
         return list(result.configs), lambdas, names
     return list(configs), None, tuple(bank_types)
+
+
+def used_exits(configs, bank) -> set:
+    """The exits ``(p, k)`` of ``bank`` that some configuration enables (k indexes the bank's types).
+
+    ``configs`` as :class:`DyCEModel` takes them: a SearchResult (exit types
+    matched by name) or plain Configs (indices into the bank's types).
+    """
+    configs, _, names = _unpack_configs(configs, _bank_exit_types(bank))
+    type_map = _match_exit_types(names, _bank_exit_types(bank))
+    used = set()
+    for config in configs:
+        for p, k in enumerate(config.exit_types):
+            # an index out of range is left to DyCEModel, whose message names the configuration
+            if 0 <= int(k) < len(type_map) and p < bank.num_positions:
+                used.add((p, type_map[int(k)]))
+    return used
+
+
+def module_size(module: nn.Module) -> tuple[int, int]:
+    """(parameters, bytes of parameters and buffers) of a module; tensors it shares count once."""
+    seen, params, nbytes = set(), 0, 0
+    for is_param, tensors in ((True, module.parameters()), (False, module.buffers())):
+        for t in tensors:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            params += t.numel() if is_param else 0
+            nbytes += t.numel() * t.element_size()
+    return params, nbytes
 
 
 def _match_exit_types(names, bank_types) -> list:

@@ -57,6 +57,7 @@ CLIS = {
     "dyce_search": ("dyce_search.cli", False),
     "extract": ("extract.cli", False),
     "extract.latency": ("extract.latency", True),
+    "extract.export": ("extract.export", True),
     "analysis": ("analysis.__main__", False),
     "analysis.run_notebooks": ("analysis.run_notebooks", False),
 }
@@ -80,6 +81,7 @@ def _main_of(cli: str):
         ("extract", ["resnet18", "--bogus"], "unrecognized arguments: --bogus"),
         ("extract.latency", ["run", "--out", "p.json", "--repeats", "x"], "invalid int value: 'x'"),
         ("extract.latency", ["run"], "required: --out"),
+        ("extract.export", ["RUN", "RESULT"], "required: --out"),
         ("analysis", ["--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
         ("analysis", ["--out", "o", "--risk", "nope"], "invalid choice: 'nope'"),
         ("analysis.run_notebooks", ["--bogus"], "unrecognized arguments: --bogus"),

@@ -107,8 +107,8 @@ def test_full_pipeline_on_a_tiny_image_folder(capsys, tmp_path):
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert names == [
-        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "checkpoints", "exits.pt", "macs.json", "run.json"
-    ]
+        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "exits.pt", "macs.json", "run.json"
+    ]  # checkpoints/ went once exits.pt was written
     assert "exits: training" in err and str(out / "cache-val.parquet") in stdout
     info = RunInfo.load(out / "run.json")
     assert (info.backbone, info.weights, info.num_classes, info.input_size) == ("tinynet", None, 3, (3, 32, 32))

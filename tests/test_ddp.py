@@ -41,7 +41,8 @@ def test_two_process_run_equals_single_process(tmp_path):
         "--shard-size", "4", "--quiet",
     ]
     ddp_out = tmp_path / "ddp"
-    mp.spawn(tiny.ddp_worker, args=(2, free_port(), [*common, "--out", str(ddp_out)]), nprocs=2, join=True)
+    mp.spawn(tiny.ddp_worker, args=(2, free_port(), [*common, "--out", str(ddp_out), "--keep-checkpoints"]),
+             nprocs=2, join=True)
 
     ckpt = load_checkpoint(ddp_out / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1
