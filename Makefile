@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-slow bench digits notebooks clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch/torchvision are pinned to the builds available offline here (see README)
-	$(PY) -m pip install --quiet -e ".[all]"
+	# pyproject.toml holds ranges; constraints.txt the exact tested versions (torch/torchvision:
+	# the builds available offline here, see README "Install")
+	$(PY) -m pip install --quiet -e ".[all]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -311,13 +311,15 @@ def demo_numerics() -> Iterator[None]:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     portable = portable_environment()
-    # only oneDNN's on/off switch: mkldnn.flags() would also reset its TF32 and precision settings
-    onednn = torch.backends.mkldnn.set_flags(not portable and torch.backends.mkldnn.enabled, _fp32_precision=None)[0]
+    # only oneDNN's on/off switch: mkldnn.flags() would also reset its TF32 and precision settings,
+    # and set_flags' signature differs between torch releases; these two calls exist in all of them
+    onednn = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(not portable and onednn)
     try:
         with torch.backends.nnpack.flags(enabled=not portable and torch._C._get_nnpack_enabled()):
             yield
     finally:
-        torch.backends.mkldnn.set_flags(onednn, _fp32_precision=None)
+        torch._C._set_mkldnn_enabled(onednn)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 

@@ -126,3 +126,20 @@ def test_portable_numerics_ignore_the_instruction_set(tmp_path):
     _assert_same_run(tmp_path / "native", tmp_path / "lower")
     numerics = ExitCache.read(tmp_path / "lower" / "cache-test.parquet").metadata["training"]["numerics"]
     assert numerics["portable"] and numerics["cpu_capability"] == "DEFAULT"
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_demo_numerics_switches_only_onednn_and_restores_it(before):
+    """Only oneDNN's on/off switch changes (no set_flags keyword that some torch releases lack)."""
+    was = torch.backends.mkldnn.enabled
+    tf32 = torch._C._get_onednn_allow_tf32() if hasattr(torch._C, "_get_onednn_allow_tf32") else None
+    try:
+        torch.backends.mkldnn.enabled = before
+        with digits.demo_numerics():
+            assert torch.backends.mkldnn.enabled == (before and not digits.portable_environment())
+            assert torch.get_num_threads() == 1
+        assert torch.backends.mkldnn.enabled == before
+        if tf32 is not None:
+            assert torch._C._get_onednn_allow_tf32() == tf32
+    finally:
+        torch.backends.mkldnn.enabled = was
