@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from dyce_search._io import check_writable
+from dyce_search._logging import add_verbosity, setup_logging
 from dyce_search.errors import CliParser, run_cli
 from dyce_search.grid import DEFAULT_LAMBDAS, parse_lambdas
 
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Table II always minimise exactly")
     p.add_argument("--objective", choices=("paper", "normalized"), default="paper",
                    help="objective scale of every search (default paper, Eq. 12)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbosity(p, quiet="no progress bar and no summary line")
     return p
 
 
@@ -82,7 +83,9 @@ def _index_or_name(text):
 
 
 def main(argv=None) -> int:
-    return run_cli(_run, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run_cli(_run, args)
 
 
 def _run(args) -> int:

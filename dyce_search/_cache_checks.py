@@ -26,14 +26,25 @@ def as_int_array(name: str, x, dtype) -> np.ndarray:
         lo, hi = a.min(), a.max()
         if lo < info.min or hi > info.max:
             raise CacheError(f"{name} has value {lo if lo < info.min else hi} that does not fit {np.dtype(dtype)}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return _owned(np.ascontiguousarray(a, dtype=dtype))
+
+
+def _owned(a: np.ndarray) -> np.ndarray:
+    """``a``, copied when read-only (a zero-copy Arrow column, a read-only memory map).
+
+    numba compiles a kernel once per argument type, and a read-only array is
+    another type: without the copy a cache read from Parquet would compile
+    every kernel again, after the warm-up (``dyce_search._kernels.warmup``)
+    and inside a search's timed region.
+    """
+    return a if a.flags.writeable else a.copy()
 
 
 def as_float_array(name: str, x) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise CacheError(f"{name} must hold floating-point numbers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return _owned(np.ascontiguousarray(a, dtype=np.float32))
 
 
 def as_bool_array(name: str, x) -> np.ndarray:
@@ -43,7 +54,7 @@ def as_bool_array(name: str, x) -> np.ndarray:
             raise CacheError(f"{name} must be boolean (or 0/1), got values outside {{0, 1}}")
     elif a.dtype.kind != "b":
         raise CacheError(f"{name} must be boolean, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.bool_)
+    return _owned(np.ascontiguousarray(a, dtype=np.bool_))
 
 
 def as_int(name: str, v) -> int:

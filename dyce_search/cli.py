@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ._io import check_writable
+from ._logging import add_verbosity, setup_logging
 from .errors import CliParser, run_cli
 from .grid import DEFAULT_LAMBDAS, parse_lambdas, parse_numbers
 from .methods import DEFAULT_METHOD, METHODS
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept --test, --select-on and --costs files of another run than CACHE (other backbone weights, "
         "exits, preprocessing or MACs; see docs/cache-format.md), with a warning instead of an error",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    add_verbosity(parser, quiet="no progress bar and no summary table")
     return parser
 
 
@@ -163,7 +164,9 @@ def summary_table(result, test_table=None):
 
 def main(argv=None) -> int:
     """Entry point of ``python -m dyce_search``; returns the exit status."""
-    return run_cli(_run, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run_cli(_run, args)
 
 
 def _costs_for(path, cache, allow_mixed):

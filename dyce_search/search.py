@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._kernels.warmup import compile_kernels
 from .config import Config
 from .methods import DEFAULT_METHOD, METHODS, get_method
 from .problem import Problem
@@ -203,6 +204,7 @@ def run(
 
         baseline_types(cache, allowed, baseline_type)  # an unknown type fails before any work
 
+    compile_kernels(("run", method, threshold, conservative is not None))  # a one-off, not search time
     started = time.perf_counter()
     bar = _progress(progress, len(lambdas), f"{method} search")
     try:

@@ -20,6 +20,7 @@ import os
 import sys
 
 from dyce_search._io import check_writable
+from dyce_search._logging import add_verbosity, setup_logging
 from dyce_search.errors import CliParser, DyceError, run_cli
 
 from .errors import ExtractError
@@ -87,22 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs", action="store_true", help="print the per-position MACs table and exit (no data needed)")
     p.add_argument("--json", action="store_true", help="with --macs: print JSON instead of a table")
     p.add_argument("--backbone-epochs", type=int, default=None, help="digits only: epochs to train the backbone (default: 30)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    add_verbosity(p, quiet="no progress bars and no status lines")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args)
     try:
         # OSError: e.g. a pretrained-weights download without network, an unreadable image, a full disk
         return run_cli(_run, args, errors=(DyceError, OSError),
                        interrupted="interrupted; rerun the same command to resume")
     finally:
         _shutdown_distributed()
-
-
-def _log(quiet: bool):
-    return (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _progress(quiet: bool) -> bool:
@@ -181,7 +179,6 @@ def _demo(args, known) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=_progress(args.quiet),
-        log=_log(args.quiet),
     )
     return 0
 
@@ -307,10 +304,7 @@ def _extract(args, known) -> int:
             "split": args.train_split, "augment": not args.no_augment, "loss": "soft cross-entropy to the head (Eq. 2-3)",
         },
     )
-    log = _log(args.quiet or rank != 0)
-    written = run_pipeline(
-        out, backbone, bank, train_data=train_data, splits=splits, info=info, settings=settings, log=log
-    )
+    written = run_pipeline(out, backbone, bank, train_data=train_data, splits=splits, info=info, settings=settings)
     if rank == 0 and not args.quiet:
         for split, path in written.items():
             print(path)

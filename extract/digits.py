@@ -24,6 +24,7 @@ matters).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from torch.utils.data import Dataset
 
 from .backbones import SegmentedBackbone, from_blocks, load_state_strict, read_state_dict, register_backbone
 from .errors import ExtractError
+
+log = logging.getLogger(__name__)
 
 NAME = "digits"
 DATASET = "sklearn-digits"
@@ -370,7 +373,6 @@ def run_demo(
     batch_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    log=print,
 ) -> dict:
     """Run the whole extraction pipeline on the digits into the run directory ``out``.
 
@@ -404,27 +406,27 @@ def run_demo(
     if exit_epochs < 1 or backbone_epochs < 1:
         raise ExtractError("epochs must be at least 1")
     with demo_numerics():
-        return _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log)
+        return _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress)
 
 
-def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log) -> dict:
+def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress) -> dict:
     from .exits import parse_exit_types
     from .pipeline import Settings, run_pipeline, seeded_bank
     from .rundir import RunDir, RunInfo
 
     record = numerics()
-    log(_numerics_note(record))
+    log.info(_numerics_note(record))
     torch.manual_seed(seed)
     splits = load_splits()
     run = RunDir(out)
     fit = None
     if run.backbone.is_file():
-        log(f"backbone: using {run.backbone}")
+        log.info(f"backbone: using {run.backbone}")
         backbone = build(str(run.backbone))
     else:
-        log(f"backbone: training the digits ResNet for {backbone_epochs} epochs on {len(splits['train'])} images")
+        log.info(f"backbone: training the digits ResNet for {backbone_epochs} epochs on {len(splits['train'])} images")
         model, fit = train_backbone(splits, epochs=backbone_epochs, seed=seed, progress=progress)
-        log(
+        log.info(
             f"backbone: accuracy train {fit.train_accuracy:.4f}, calibration {fit.calibration_accuracy:.4f}, "
             f"test {fit.test_accuracy:.4f}"
         )
@@ -465,6 +467,5 @@ def _run_demo(out, exit_epochs, backbone_epochs, batch_size, seed, progress, log
         splits={"calibration": splits["calibration"], "test": splits["test"]},
         info=info,
         settings=settings,
-        log=log,
     )
     return caches

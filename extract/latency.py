@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from dyce_search._io import check_writable, write_text_atomic
+from dyce_search._logging import add_verbosity, setup_logging
 from dyce_search.costs import Costs
 from dyce_search.errors import CliParser, run_cli
 
@@ -183,13 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per measurement (default 5)")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement; median kept (default 30)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbosity(parser, quiet="no progress bar and no summary line")
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of ``python -m extract.latency``: 0, 2 after bad input (one ``error:`` line), 130 after Ctrl-C."""
-    return run_cli(_run, _parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    setup_logging(args)
+    return run_cli(_run, args)
 
 
 def _run(args) -> int:

@@ -9,9 +9,10 @@ after a kill continues where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,8 @@ from .fingerprint import (
     training_digest,
 )
 from .rundir import RunDir, RunInfo, check_positions, save_backbone, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -273,7 +276,6 @@ def run_pipeline(
     splits: Mapping[str, Dataset],
     info: RunInfo,
     settings: Settings,
-    log: Callable[[str], None] = print,
 ):
     """Train the exits (unless ``exits.pt`` exists), count MACs and record every split.
 
@@ -293,8 +295,8 @@ def run_pipeline(
     info : RunInfo
         Written to ``run.json`` (or checked against the one there).
     settings : Settings
-    log : callable
-        Receives log lines (rank 0 only); pass a no-op to silence them.
+
+    Status lines go to this module's logger at INFO, from rank 0 only.
 
     Returns
     -------
@@ -307,7 +309,7 @@ def run_pipeline(
     from .train import train_exits
 
     rank, _world = _rank()
-    say = log if rank == 0 else (lambda _msg: None)
+    say = log.info if rank == 0 else (lambda _msg: None)  # one copy of each line, not one per rank
     run = RunDir(out)
     if rank == 0:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -338,7 +340,7 @@ def run_pipeline(
                 "backbone": info.backbone, "weights": info.weights, "exits": info.exits, "seed": info.seed,
                 "training": info.training, "fingerprints": {k: info.fingerprints.get(k) for k in ("backbone", "training")},
             },
-            progress=settings.progress, log=say,
+            progress=settings.progress,
         )
         bank.to("cpu")
         if rank == 0:
@@ -370,7 +372,7 @@ def run_pipeline(
             backbone, bank, dataset, bank.available,
             batch_size=settings.batch_size, workers=settings.workers, device=settings.device,
             shard_dir=run.shards(split), shard_size=settings.shard_size, progress=settings.progress,
-            desc=f"record {split}", fingerprint=shard_fingerprint(info, split), log=say,
+            desc=f"record {split}", fingerprint=shard_fingerprint(info, split),
         )
         if rank == 0:
             cache = to_cache(recording, info, split, bank.to("cpu"), macs, getattr(dataset, "sample_ids", None))

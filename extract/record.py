@@ -15,10 +15,11 @@ result is the same as a single-process run's.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from .data import ChunkSampler, IndexedDataset, world
 from .errors import ExtractError
 from .runtime import top1  # the confidence max(y~) of dyce_search.exit_rule, shared with the run-time model
 from .train import autocast_for, exit_logits
+
+log = logging.getLogger(__name__)
 
 SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npz$")
 ARRAYS = ("sample", "label", "pred", "conf", "final_pred", "final_conf")
@@ -153,15 +156,15 @@ def record_batch(backbone: nn.Module, bank: nn.Module, x: torch.Tensor, availabl
     return pred, conf, fp.cpu().numpy(), fc.cpu().numpy()
 
 
-def completed_shards(shard_dir: Path, n: int, fingerprint: str | None = None,
-                     log: Callable[[str], None] | None = None) -> tuple[list[Path], int]:
+def completed_shards(shard_dir: Path, n: int, fingerprint: str | None = None) -> tuple[list[Path], int]:
     """Shard files in ``shard_dir`` and the dataset index where the next one starts.
 
     With ``fingerprint``, shards that carry another one (recorded with other
     exits or from other data, or before shards carried one) are deleted, never
     merged, and the rows they held are recorded again. Shards must tile
     ``[0, stop)`` without gaps or overlaps; anything else is reported rather
-    than silently re-recorded, as is a shard that cannot be read.
+    than silently re-recorded, as is a shard that cannot be read. Discarded
+    shards are logged at INFO.
     """
     shards = []
     stale = []
@@ -176,8 +179,7 @@ def completed_shards(shard_dir: Path, n: int, fingerprint: str | None = None,
     if stale:
         for path in stale:
             path.unlink()
-        if log is not None:
-            log(f"discarded {len(stale)} stale recording shard(s) in {shard_dir} (other exits, data or release)")
+        log.info(f"discarded {len(stale)} stale recording shard(s) in {shard_dir} (other exits, data or release)")
     shards.sort()
     stop = 0
     for first, end, path in shards:
@@ -222,7 +224,6 @@ def record_split(
     progress: bool = True,
     desc: str = "record",
     fingerprint: str | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> Recording | None:
     """Run ``dataset`` in order through the backbone and every exit.
 
@@ -250,8 +251,6 @@ def record_split(
     fingerprint : str, optional
         Stored in every shard; shards found with another one are discarded
         (see :func:`completed_shards`). Without it, any shard is resumed.
-    log : callable, optional
-        Receives a line when stale shards are discarded.
 
     Returns
     -------
@@ -279,7 +278,7 @@ def record_split(
         shard_dir = Path(shard_dir)
         if rank == 0:
             shard_dir.mkdir(parents=True, exist_ok=True)
-            completed_shards(shard_dir, n, fingerprint, log)  # rank 0 alone discards stale shards
+            completed_shards(shard_dir, n, fingerprint)  # rank 0 alone discards stale shards
         if world_size > 1:
             dist.barrier()
         done_paths, start = completed_shards(shard_dir, n, fingerprint)

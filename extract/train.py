@@ -17,9 +17,9 @@ gradients) and each rank trains on its share of every epoch's order.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,8 @@ from dyce_search._io import atomic_target
 
 from .data import EpochSampler, IndexedDataset, world
 from .errors import ExtractError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "dyce-exit-checkpoint"
@@ -172,7 +174,6 @@ def train_exits(
     checkpoint_dir: str | os.PathLike | None = None,
     fingerprint: dict | None = None,
     progress: bool = True,
-    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train all exits of ``bank`` on ``backbone``'s outputs over ``dataset``.
 
@@ -201,7 +202,7 @@ def train_exits(
         Stored in the checkpoint and compared on resume (e.g. backbone name and
         exit-bank spec), so a checkpoint of another setup is refused.
     progress : bool
-        tqdm bar per epoch (rank 0 only).
+        tqdm bar per epoch (rank 0 only); each epoch's mean loss is also logged at INFO.
 
     Returns
     -------
@@ -277,8 +278,8 @@ def train_exits(
         bar.close()
         entry = {"epoch": epoch + 1, "loss": total / max(batches, 1), "exit_loss": _exit_loss_table(sums, max(batches, 1))}
         history.append(entry)
-        if log is not None and rank == 0:
-            log(f"epoch {epoch + 1}/{epochs}: mean distillation loss {entry['loss']:.4f}")
+        if rank == 0:
+            log.info(f"epoch {epoch + 1}/{epochs}: mean distillation loss {entry['loss']:.4f}")
         if ckpt_path is not None:
             if rank == 0:
                 atomic_torch_save(

@@ -86,7 +86,7 @@ def test_shipped_run_loads_and_reproduces_its_test_cache():
 
 
 def test_rerunning_the_pipeline_in_tmp(tmp_path):
-    caches = run_demo(tmp_path, exit_epochs=1, backbone_epochs=1, progress=False, log=lambda _m: None)
+    caches = run_demo(tmp_path, exit_epochs=1, backbone_epochs=1, progress=False)
     assert set(caches) == {"calibration", "test"}
     for name in FILES:
         assert (tmp_path / name).is_file(), name

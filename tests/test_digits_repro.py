@@ -36,7 +36,7 @@ def _small_splits() -> dict:
 def _reduced_run(out: Path, monkeypatch) -> None:
     small = _small_splits()
     monkeypatch.setattr(digits, "load_splits", lambda: small)
-    digits.run_demo(out, exit_epochs=1, backbone_epochs=1, progress=False, log=lambda _m: None)
+    digits.run_demo(out, exit_epochs=1, backbone_epochs=1, progress=False)
 
 
 def _assert_same_run(a: Path, b: Path) -> None:

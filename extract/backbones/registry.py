@@ -53,7 +53,7 @@ class Defaults:
         ``--exit-types``.
     out : str or None
         Run directory; ``None`` means ``runs/NAME``.
-    demo : callable ``(out, *, exit_epochs, backbone_epochs, batch_size, seed, progress, log)``, optional
+    demo : callable ``(out, *, exit_epochs, backbone_epochs, batch_size, seed, progress)``, optional
         A backbone that brings its own data and training (the digits demo):
         ``python -m extract NAME`` runs it instead of extracting from ``--data``.
     """
