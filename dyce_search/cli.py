@@ -12,6 +12,7 @@ line ``error: ...`` on stderr and exits with status 2; Ctrl-C prints
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ._io import check_writable
 from ._logging import add_verbosity, setup_logging
@@ -253,6 +254,7 @@ def _run(args) -> int:
 
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.4f}".format):
             print(summary_table(result, test_table).to_string(index=False))
-        if args.out:
-            print(f"saved {len(result)} configurations to {args.out}")
+    if args.out:
+        # a status line: stdout carries only the table, so it can be piped
+        logging.getLogger(__name__).info("saved %d configurations to %s", len(result), args.out)
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import statistics
 import sys
 import time
@@ -234,11 +235,11 @@ def _run(args) -> int:
             "torch": torch.__version__,
         },
     )
-    if not args.quiet:
-        print(
-            f"wrote {args.out}: {costs.n_positions + 1} segments ({costs.total:.4g} ms/sample in all), "
-            f"{int(np.isfinite(costs.exit).sum())} exits, batch {args.batch_size} on {device}"
-        )
+    # a status line (stderr through logging); -q silences it
+    logging.getLogger(__name__).info(
+        "wrote %s: %d segments (%.4g ms/sample in all), %d exits, batch %d on %s",
+        args.out, costs.n_positions + 1, costs.total, int(np.isfinite(costs.exit).sum()), args.batch_size, device,
+    )
     return 0
 
 

@@ -168,6 +168,8 @@ def test_search_prints_summary_and_saves(tmp_path, capsys, cache_files):
     ]
     rows = [line.split() for line in captured.out.splitlines()[1:3]]
     assert [float(r[0]) for r in rows] == [0.1, 0.6]
+    # stdout is the table alone (pipeable); the status line goes to stderr
+    assert len(captured.out.splitlines()) == 3 and f"saved 2 configurations to {out}" in captured.err
     result = load_result(out)
     assert len(result) == 2 and result.metadata["method"] == "descent"
     assert result.metadata["positions"] == list(calibration.positions)
