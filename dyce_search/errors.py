@@ -56,12 +56,30 @@ def print_cli_error(exc: BaseException | str) -> int:
     return 2
 
 
+def package_version() -> str:
+    """The installed distribution's version (``dyce``), else the source tree's ``dyce_search.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("dyce")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
 class CliParser(argparse.ArgumentParser):
     """The argument parser of every command-line tool: a usage error is one line, not the usage text.
 
     ``error()`` prints ``error: MESSAGE (see PROG --help)`` on stderr and
-    exits with status 2; ``--help`` still prints the full help.
+    exits with status 2; ``--help`` still prints the full help. Every tool
+    gets ``--version`` here, so they all report the same package version.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s (dyce {package_version()})",
+                          help="print the package version and exit")
 
     def error(self, message):
         print_cli_error(f"{message} (see {self.prog} --help)")

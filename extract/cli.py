@@ -25,12 +25,21 @@ from dyce_search.errors import CliParser, DyceError, run_cli
 
 from .errors import ExtractError
 
+def default_workers() -> int:
+    """DataLoader workers per process: 4, but no more than the CPUs this process may use.
+
+    More workers than CPUs only make torch warn (once per loader) and compete for the cores.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, usable))
+
+
 #: Defaults of options that some mode ignores. The parser leaves them None, so that
 #: an option given explicitly can be told from one left out (:func:`_reject_ignored`).
 #: The exit types' default belongs to the backbone (``extract.backbones.registry.defaults``).
 DEFAULTS = {
     "weights": "default", "splits": ("train", "val"), "train_split": "train",
-    "lr": 3e-4, "workers": 4, "shard_size": 10_000, "seed": 0,
+    "lr": 3e-4, "shard_size": 10_000, "seed": 0,
 }
 
 #: Options each mode does not use: given explicitly, they are an error instead of being dropped silently.
@@ -70,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="exit-training epochs (default: 5; digits: 60)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 3e-4, paper)")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (default: 4)")
+    p.add_argument("--workers", type=int,
+                   help="DataLoader workers per process (default: 4, or fewer on a machine with fewer CPUs)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the model (default: 1000 for pretrained weights, else the class folders found)")
     p.add_argument("--no-augment", action="store_true", help="train the exits on eval-transformed images")
@@ -150,6 +160,8 @@ def _run(args) -> int:
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+    if args.workers is None:  # depends on the machine, so not a DEFAULTS entry
+        args.workers = default_workers()
     args.exit_types = args.exit_types or known.exit_types
     args.out = args.out or known.out or os.path.join("runs", args.model)
     _check_numbers(args)

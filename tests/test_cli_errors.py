@@ -432,3 +432,22 @@ def test_ctrl_c_inside_a_numba_call_or_a_ctypes_callback_is_kept(capsys):
     assert run_cli(compiling_then_failing, None) == 130
     assert capsys.readouterr().err == "interrupted\n"
     time.sleep(0.1)  # no interrupt is left pending once run_cli returned
+
+
+@pytest.mark.parametrize("module", ["dyce_search", "extract", "extract.latency", "extract.export", "analysis",
+                                    "analysis.run_notebooks"])
+def test_every_tool_reports_the_package_version(module):
+    from dyce_search.errors import package_version
+
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"python -m {module} (dyce {package_version()})", done
+
+
+def test_default_workers_fit_the_machine(monkeypatch):
+    import extract.cli as cli
+
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cli.default_workers() == 2
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert cli.default_workers() == 4
