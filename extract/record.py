@@ -277,11 +277,13 @@ def record_split(
     if shard_dir is not None:
         shard_dir = Path(shard_dir)
         if rank == 0:
+            # rank 0 alone discards stale shards; the others read the folder once it is clean
             shard_dir.mkdir(parents=True, exist_ok=True)
-            completed_shards(shard_dir, n, fingerprint)  # rank 0 alone discards stale shards
+            done_paths, start = completed_shards(shard_dir, n, fingerprint)
         if world_size > 1:
             dist.barrier()
-        done_paths, start = completed_shards(shard_dir, n, fingerprint)
+        if rank != 0:
+            done_paths, start = completed_shards(shard_dir, n, fingerprint)
     sampler = ChunkSampler(start, n, shard_size if shard_dir is not None else n, rank=rank, world_size=world_size)
     loader = DataLoader(
         IndexedDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
