@@ -248,8 +248,9 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
         if validation is not None and validation.samples_digest == test.samples_digest:
             raise CacheError(f"validation and test caches for {named.name!r} hold the same samples; the certified "
                              "rows would be measured on the samples that chose them")
-    if not 0.0 < float(options.delta) < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {options.delta}")
+    from dyce_search.stats import check_open_unit
+
+    check_open_unit(options.delta, "delta")
     from dyce_search.selection import RISKS
 
     if options.risk is not None and options.risk not in RISKS:

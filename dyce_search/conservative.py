@@ -78,14 +78,10 @@ def conservative_correct(exits, correct, alpha) -> float:
 
 
 def check_alpha(alpha) -> float:
-    """``alpha`` as a float in (0, 1); ValueError otherwise."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"conservative must be a number in (0, 1), got {alpha!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"conservative must be in (0, 1), got {alpha!r}")
-    return value
+    """``alpha`` as a float in (0, 1); ValueError naming the ``conservative`` option otherwise."""
+    from .stats import check_open_unit
+
+    return check_open_unit(alpha, "conservative")
 
 
 class _Searcher:

@@ -45,7 +45,7 @@ import pandas as pd
 
 from .config import Config
 from .errors import CacheError, ResultError
-from .stats import binomial_pvalue, upper_bound
+from .stats import binomial_pvalue, check_open_unit, upper_bound
 
 
 def _accuracy_risk(cache, truth, config_pred):
@@ -97,9 +97,7 @@ def _check_candidates(candidates, validation_cache, risk, delta, allow_mixed=Fal
         raise ResultError("no candidate configurations to select from")
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {tuple(RISKS)}, got {risk!r}")
-    delta = float(delta)
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    delta = check_open_unit(delta, "delta")
     candidates.check_cache(validation_cache, allow_mixed=allow_mixed)
     md = candidates.metadata
     searched = md.get("samples")

@@ -48,7 +48,7 @@ def upper_bound(k, n, delta):
     from scipy.stats import beta
 
     k, n = _counts(k, n)
-    delta = _check_level(delta, "delta")
+    delta = check_open_unit(delta, "delta")
     out = np.where(k < n, beta.ppf(1.0 - delta, k + 1, np.maximum(n - k, 1)), 1.0)
     return float(out) if out.ndim == 0 else out
 
@@ -62,7 +62,7 @@ def binomial_interval(k, n, confidence=0.95):
     from scipy.stats import beta
 
     k, n = _counts(k, n)
-    alpha = 1.0 - _check_level(confidence, "confidence")
+    alpha = 1.0 - check_open_unit(confidence, "confidence")
     low = np.where(k > 0, beta.ppf(alpha / 2, np.maximum(k, 1), n - k + 1), 0.0)
     high = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, np.maximum(n - k, 1)), 1.0)
     if low.ndim == 0:
@@ -79,18 +79,28 @@ def beta_lower_bound(correct, wrong, alpha):
     """
     from scipy.special import betaincinv
 
-    alpha = _check_level(alpha, "alpha")
+    alpha = check_open_unit(alpha, "alpha")
     correct = np.asarray(correct, dtype=np.float64)
     wrong = np.asarray(wrong, dtype=np.float64)
     out = betaincinv(1.0 + correct, 1.0 + wrong, alpha)
     return float(out) if out.ndim == 0 else out
 
 
-def _check_level(value, name):
-    value = float(value)
-    if not 0.0 < value < 1.0:
+def check_open_unit(value, name: str) -> float:
+    """``value`` as a float strictly between 0 and 1 (delta, alpha, a confidence, a fraction).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: not a number, or outside (0, 1).
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < number < 1.0:
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    return value
+    return number
 
 
-__all__ = ["binomial_pvalue", "upper_bound", "binomial_interval", "beta_lower_bound"]
+__all__ = ["binomial_pvalue", "upper_bound", "binomial_interval", "beta_lower_bound", "check_open_unit"]
