@@ -7,6 +7,9 @@ Examples
     python -m analysis data/digits/cache-calibration.parquet \\
         --test data/digits/cache-test.parquet --synthetic resnet152 --out reports/demo
 
+Caches pair by order: the i-th ``--test`` (and ``--validation``) belongs to
+the i-th CACHE; repeat the flag for several.
+
 Bad input (unreadable cache, a test cache of another model, bad options,
 an output folder that cannot be written) prints one line ``error: ...`` on
 stderr and exits with status 2; Ctrl-C prints ``interrupted`` and exits with
@@ -16,6 +19,7 @@ status 130.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from dyce_search._io import check_writable
@@ -31,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Table II (CSV, Markdown) and an index README.md into --out.",
     )
     p.add_argument("caches", nargs="*", metavar="CACHE", help="exit cache files (Parquet) to search on")
-    p.add_argument("--test", nargs="+", default=[], metavar="CACHE",
-                   help="test-split caches, paired with CACHE arguments in order: held-out fronts with 95%% "
-                   "intervals, Table II on the test split and certified rows")
-    p.add_argument("--validation", nargs="+", default=[], metavar="CACHE",
-                   help="validation-split caches, paired with --test caches in order, on which select certifies "
-                   "the Table II levels (default: half of each test cache, the other half reports)")
+    # repeatable flags, not nargs='+': "--test A CACHE" must leave CACHE to the positional list
+    p.add_argument("--test", action="append", default=[], metavar="CACHE",
+                   help="test-split cache, paired with the CACHE arguments in order (repeat the flag for several): "
+                   "held-out fronts with 95%% intervals, Table II on the test split and certified rows")
+    p.add_argument("--validation", action="append", default=[], metavar="CACHE",
+                   help="validation-split cache, paired with the --test caches in order (repeatable), on which "
+                   "select certifies the Table II levels (default: half of each test cache, the other half reports)")
     p.add_argument("--delta", type=float, default=0.1, metavar="D",
                    help="allowed violation probability of certified rows (default 0.1)")
     p.add_argument("--risk", choices=("accuracy", "agreement"), default=None,
@@ -143,8 +148,8 @@ def _run(args) -> int:
     tests = [NamedCache("test", cache, source) for cache, source in zip(tests, test_sources)]
     validations = [NamedCache("validation", cache, path) for cache, path in zip(validations, args.validation)]
     report = build_report(name_caches(caches, sources), args.out, tests, options, validations)
-    if not args.quiet:
-        print(f"wrote {len(report.files)} files; index: {report.index}")
+    # a status line on stderr: stdout stays free for data
+    logging.getLogger("analysis").info("wrote %d files; index: %s", len(report.files), report.index)
     return 0
 
 

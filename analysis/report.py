@@ -439,7 +439,9 @@ def _risk(options, validation) -> str:
 
 
 def _run_options(options: ReportOptions) -> dict:
-    return dict(objective=options.objective, progress=False)
+    # the searches' own bars (per lambda) move inside a long step such as the
+    # iterative search of Fig. 5; like the step bar, only on a terminal
+    return dict(objective=options.objective, progress=None if options.progress else False)
 
 
 def _searches(named, options, output, step) -> tuple[dict, dict]:
@@ -449,9 +451,10 @@ def _searches(named, options, output, step) -> tuple[dict, dict]:
     # Compile (or load from numba's cache) every kernel on a few lambdas first,
     # so the search times the report quotes are the searches', not the compiler's.
     warm = named[0].cache
+    quiet = {**_run_options(options), "progress": False}
     for name, method in METHODS.items():
-        run(warm, [0.5], method=name, threshold=method.thresholds[-1], **_run_options(options))
-    cheapest(warm, [0.05], lambdas=[0.0, 1.0], **_run_options(options))
+        run(warm, [0.5], method=name, threshold=method.thresholds[-1], **quiet)
+    cheapest(warm, [0.05], lambdas=[0.0, 1.0], **quiet)
 
     results, targets = {}, {}
     for n in named:

@@ -3,7 +3,8 @@
 Runs :func:`dyce_search.run` on a cache (or :func:`~dyce_search.cheapest`,
 :func:`~dyce_search.most_accurate`, :func:`~dyce_search.front` with
 ``--max-drop``, ``--max-cost``, ``--front``), prints one summary row per
-configuration (and the test-split metrics with ``--test``) and optionally
+configuration (and the test-split metrics with ``--test``) on stdout, as an
+aligned table, CSV or JSON (``--format``), and optionally
 saves the :class:`~dyce_search.result.SearchResult`. Bad input prints one
 line ``error: ...`` on stderr and exits with status 2; Ctrl-C prints
 ``interrupted`` and exits with status 130.
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._io import check_writable
 from ._logging import add_verbosity, setup_logging
@@ -123,12 +127,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept --test, --select-on and --costs files of another run than CACHE (other backbone weights, "
         "exits, preprocessing or MACs; see docs/cache-format.md), with a warning instead of an error",
     )
+    parser.add_argument(
+        "--format",
+        choices=tuple(SUMMARY_FORMATS),
+        default="table",
+        help="how the summary goes to stdout: " + "; ".join(f"{k}: {v.summary}" for k, v in SUMMARY_FORMATS.items())
+        + "; default: %(default)s",
+    )
     add_verbosity(parser, quiet="no progress bar and no summary table")
     return parser
 
 
+def _as_table(frame, stream) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.4f}".format):
+        print(frame.to_string(index=False), file=stream)
+
+
+def _as_csv(frame, stream) -> None:
+    # full precision: a machine reader should get the numbers the result file holds
+    frame.to_csv(stream, index=False, float_format="%.17g", lineterminator="\n")
+
+
+def _as_json(frame, stream) -> None:
+    # one array of row objects; missing values are null (plain JSON, jq-friendly)
+    stream.write(frame.to_json(orient="records", double_precision=15))
+    stream.write("\n")
+
+
+@dataclass(frozen=True)
+class SummaryFormat:
+    """One way of writing the summary table to stdout."""
+
+    summary: str
+    write: Callable
+
+
+#: ``--format`` choices: how :func:`summary_table` is written to stdout.
+SUMMARY_FORMATS = {
+    "table": SummaryFormat("aligned columns, 4 decimals, for reading", _as_table),
+    "csv": SummaryFormat("comma-separated with a header row, full precision", _as_csv),
+    "json": SummaryFormat("a JSON array of one object per row, null for missing values", _as_json),
+}
+
+
 def summary_table(result, test_table=None):
-    """The printed summary: lambda (or target), rel_macs, rel_accuracy, accuracy, #exits, seconds (+ test columns)."""
+    """The printed summary: lambda (or target), rel_macs, rel_accuracy, accuracy, n_exits, seconds (+ test columns)."""
     import pandas as pd
 
     table = result.table
@@ -152,7 +197,7 @@ def summary_table(result, test_table=None):
             "rel_macs": table["rel_macs"],
             "rel_accuracy": table["rel_accuracy"],
             "accuracy": table["accuracy"],
-            "#exits": table["n_exits"],
+            "n_exits": table["n_exits"],
             "seconds": table["seconds"],
         }
     )
@@ -250,10 +295,7 @@ def _run(args) -> int:
     if args.out:
         result.save(args.out)
     if not args.quiet:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.4f}".format):
-            print(summary_table(result, test_table).to_string(index=False))
+        SUMMARY_FORMATS[args.format].write(summary_table(result, test_table), sys.stdout)
     if args.out:
         # a status line: stdout carries only the table, so it can be piped
         logging.getLogger(__name__).info("saved %d configurations to %s", len(result), args.out)

@@ -142,7 +142,7 @@ def test_cli_several_backbones_share_fig4_and_table(cache_files, tmp_path):
     "args, message",
     [
         (["{cal}", "--test", "{other}"], "test cache .* backbone"),
-        (["{cal}", "--test", "{test}", "{test}"], "2 --test caches for 1"),
+        (["{cal}", "--test", "{test}", "--test", "{test}"], "2 --test caches for 1"),
         (["{cal}", "--validation", "{test}"], "1 --validation caches for 0 --test"),
         (["{cal}", "--test", "{test}", "--validation", "{test}"], "validation and test caches .* same samples"),
         (["{cal}", "--test", "{cal}"], "exactly the samples of the search cache"),
@@ -169,6 +169,16 @@ def test_cli_bad_input_one_line_exit_2(cache_files, tmp_path, capsys, args, mess
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(message, err), err
     assert not (tmp_path / "o" / "README.md").exists()
+
+
+def test_test_flag_leaves_the_positional_caches_alone():
+    from analysis.__main__ import build_parser
+
+    # nargs='+' used to take B as a second test cache, leaving no CACHE at all
+    args = build_parser().parse_args(["--test", "A.parquet", "B.parquet", "--out", "x"])
+    assert args.caches == ["B.parquet"] and args.test == ["A.parquet"]
+    args = build_parser().parse_args(["C1", "C2", "--test", "T1", "--test", "T2", "--validation", "V1", "--out", "x"])
+    assert args.caches == ["C1", "C2"] and args.test == ["T1", "T2"] and args.validation == ["V1"]
 
 
 def test_module_entry_point_exit_status(cache_files, tmp_path):
@@ -223,3 +233,26 @@ def test_cli_synthetic_models_with_their_own_test_split(cache_files, tmp_path):
     }
     readme = (out / "README.md").read_text()
     assert "| resnet18 (synthetic) val #2 | test | other half of synthetic resnet18, 600 other samples (seed 1)" in readme
+
+
+def test_status_goes_to_stderr_and_search_bars_move_inside_steps(cache_files, tmp_path, capsys, monkeypatch):
+    import dyce_search.search as search_module
+    from analysis.report import ReportOptions, _run_options
+
+    asked = []
+    real = search_module._progress
+
+    def recording(progress, total, desc):
+        asked.append((desc, progress))
+        return real(progress, total, desc)
+
+    monkeypatch.setattr(search_module, "_progress", recording)
+    out = tmp_path / "report"
+    assert main([str(cache_files["cal"]), "--out", str(out), "--lambdas", "0:1:0.5"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing but data would belong there
+    assert f"index: {out / 'README.md'}" in captured.err
+    # every search after the compile warm-up may draw its own per-lambda bar (tqdm decides: a terminal only)
+    wanted = {desc for desc, progress in asked if progress is None}
+    assert {"front: descent sweep", "iterative search", "single_pass search"} <= wanted, asked
+    assert _run_options(ReportOptions(lambdas=[0.5], progress=False))["progress"] is False

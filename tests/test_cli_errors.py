@@ -103,6 +103,26 @@ def test_help_still_prints_the_full_help(capsys, cli):
     assert err == ""
 
 
+@pytest.mark.parametrize("cli", list(CLIS))
+def test_every_option_has_help_text(monkeypatch, cli):
+    import argparse
+
+    from dyce_search.errors import CliParser
+
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(CliParser, "parse_args", capture)
+    assert _call(_main_of(cli), ["--help"]) == 0
+    (parser,) = seen
+    bare = [", ".join(a.option_strings) or a.dest for a in parser._actions
+            if a.help != argparse.SUPPRESS and not (a.help or "").strip()]
+    assert bare == [], f"python -m {cli}: options without help text: {bare}"
+
+
 def test_module_entry_point_usage_error_is_one_line():
     done = subprocess.run([sys.executable, "-m", "dyce_search", "c.parquet", "--bogus"], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from dyce_search.cli import build_parser, main, parse_lambdas
+from dyce_search.cli import build_parser, main, parse_lambdas, summary_table
 from dyce_search.costs import Costs
 from dyce_search.result import load_result
 from dyce_search.synthetic import make_cache
@@ -160,7 +162,7 @@ def test_search_prints_summary_and_saves(tmp_path, capsys, cache_files):
         "rel_macs",
         "rel_accuracy",
         "accuracy",
-        "#exits",
+        "n_exits",
         "seconds",
         "test_rel_macs",
         "test_rel_accuracy",
@@ -274,3 +276,41 @@ def test_select_on_writes_a_certified_result(tmp_path, capsys, cache_files):
     assert "--select-on needs --max-drop" in _error_line(capsys)
     assert main([calibration_path, "--delta", "0.2"]) == 2
     assert "--select-on only" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_machine_readable_summary_parses_and_holds_the_result(tmp_path, capsys, cache_files, fmt):
+    folder, calibration, test = cache_files
+    out = tmp_path / "result.parquet"
+    argv = [str(folder / "calibration.parquet"), "--lambdas", "0.1,0.35,0.6", "--test", str(folder / "test.parquet"),
+            "--out", str(out), "--format", fmt]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"saved 3 configurations to {out}" in captured.err and "saved" not in captured.out
+    parsed = (pd.read_csv(io.StringIO(captured.out)) if fmt == "csv"
+              else pd.DataFrame(json.loads(captured.out)))
+    result = load_result(out)
+    expected = summary_table(result, result.evaluate(test))
+    assert list(parsed.columns) == list(expected.columns)
+    # full precision, not the table's four decimals
+    for column in expected.columns:
+        if column == "seconds":
+            continue
+        np.testing.assert_allclose(parsed[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-14)
+
+
+def test_json_summary_writes_missing_values_as_null(tmp_path, capsys, cache_files):
+    folder, _, _ = cache_files
+    assert main([str(folder / "calibration.parquet"), "--max-drop", "0.5,0.0", "--lambdas", "0,1",
+                 "--format", "json"]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(text)  # strict JSON: no NaN tokens
+    assert "NaN" not in text and [r["target"] for r in rows] == [0.5, 0.0]
+    assert all(r["lambda"] is None for r in rows)
+
+
+def test_format_is_a_checked_choice(capsys, cache_files):
+    folder, _, _ = cache_files
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder / "calibration.parquet"), "--format", "xml"])
+    assert stop.value.code == 2 and "invalid choice: 'xml'" in _error_line(capsys)
