@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             problems += check(path)
         else:
             store(path)
-            print(f"stored {path.relative_to(ROOT)} with outputs")
+            print(f"stored {path.relative_to(ROOT)} with outputs", file=sys.stderr)  # status, not data
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -60,6 +60,7 @@ CLIS = {
     "extract.export": ("extract.export", True),
     "analysis": ("analysis.__main__", False),
     "analysis.run_notebooks": ("analysis.run_notebooks", False),
+    "extract.backbones.table": ("extract.backbones.table", True),
 }
 
 

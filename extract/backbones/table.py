@@ -11,9 +11,10 @@ device (nothing is computed), at each model's own input size, 1000 classes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+
+from dyce_search.errors import CliParser
 
 from ..errors import ExtractError
 from ..exits import PAPER_EXIT_TYPES
@@ -72,7 +73,7 @@ def markdown(names: Sequence[str] = SUPPORTED) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m extract.backbones.table", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="python -m extract.backbones.table", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=list(SUPPORTED), help="backbones (default: every built-in one)")
     args = parser.parse_args(argv)
     try:
