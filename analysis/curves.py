@@ -96,12 +96,8 @@ def original_cost(result) -> float:
 
     Read from the cost profile the search recorded (``metadata["costs"]``),
     else recovered from any row as ``cost / rel_cost``, the same quotient
-    Eq. 11 divides by.
-
-    Raises
-    ------
-    ResultError
-        If the result records neither.
+    Eq. 11 divides by; NaN if the result records neither (no profile and no
+    row with a finite, positive cost).
     """
     from dyce_search import Costs
 
@@ -109,11 +105,9 @@ def original_cost(result) -> float:
     if doc is not None:
         return Costs.from_dict(doc, source="result metadata 'costs'").total
     table = result.table
-    ok = table["rel_cost"].to_numpy(float) > 0
-    if not ok.any():
-        raise ResultError("cannot recover the original model's cost: no cost profile and no row has rel_cost > 0")
-    i = int(np.flatnonzero(ok)[0])
-    return float(table["cost"].iloc[i] / table["rel_cost"].iloc[i])
+    rel, cost = table["rel_cost"].to_numpy(float), table["cost"].to_numpy(float)
+    ok = np.flatnonzero((rel > 0) & np.isfinite(rel) & np.isfinite(cost))
+    return float(cost[ok[0]] / rel[ok[0]]) if ok.size else float("nan")
 
 
 def frame_unit(frame: pd.DataFrame, what: str = "the curves") -> str:

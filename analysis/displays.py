@@ -225,7 +225,7 @@ class TradeoffDisplay:
 
     def _absolute_x(self, g, name, scale):
         total = self.total_cost.get(name)
-        if total is None:
+        if total is None or not np.isfinite(total):
             raise ValueError(f"x='absolute' needs the original model's cost of {name!r} (total_cost)")
         return g["cost"].to_numpy(float) / scale, total / scale
 
@@ -261,7 +261,7 @@ class TradeoffDisplay:
         ax, fig = _axes(ax)
         self.lines_, self.originals_ = {}, {}
         base = self.frame.attrs.get("base_accuracy", {})
-        scale, absolute_label = unit(unit_name).scaled(max((v for v in self.total_cost.values() if v), default=1))
+        scale, absolute_label = unit(unit_name).scaled(max((v for v in self.total_cost.values() if v and np.isfinite(v)), default=1))
         splits = self.frame["split"] if "split" in self.frame else pd.Series(curves.IN_SAMPLE, self.frame.index)
         mixed = splits.nunique() > 1
         for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):

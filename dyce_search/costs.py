@@ -296,7 +296,7 @@ class Costs:
         with open(path, encoding="utf-8") as fh:
             try:
                 doc = json.load(fh)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:  # e.g. a cache passed for the profile
                 raise CostError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(doc, source=path)
 
