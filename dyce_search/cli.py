@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary_table(result, test_table=None):
-    """The printed summary: lambda (or target), rel_cost (C, Eq. 11), rel_accuracy, accuracy, #exits, seconds (+ test columns)."""
+    """The printed summary: lambda (or target), rel_cost, rel_accuracy, accuracy, #exits, seconds (+ test columns)."""
     import pandas as pd
 
     table = result.table
