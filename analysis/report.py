@@ -318,7 +318,7 @@ def _check_costs(named: NamedCache, held: dict) -> None:
         if cache is None:
             continue
         try:
-            named.costs.check(cache)
+            named.costs.check(cache, override=None)  # a report compares one model's figures: no override
         except CostError as e:
             raise CostError(f"{where} for {named.name!r} does not fit its {what} cache: {e}") from None
 
@@ -375,7 +375,11 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     Parameters
     ----------
     caches : sequence of ExitCache or NamedCache
-        Search caches (the searches run on these).
+        Search caches (the searches run on these). A NamedCache's ``costs``
+        (a :class:`dyce_search.Costs`, e.g. a latency profile) is that
+        model's cost in every search and held-out measurement, checked
+        against its caches before any search; its figures and tables are
+        labelled in its unit, one Fig. 4 and Table II per unit.
     out : path
         Output folder (created once the inputs are checked).
     test_caches : sequence of ExitCache, NamedCache or None, optional
