@@ -18,7 +18,7 @@ _LAZY = {
     "standalone_exits": "curves",
     "exit_distribution": "curves",
     "exit_distributions": "curves",
-    "required_macs": "tables",
+    "required_cost": "tables",
     "table_ii": "tables",
     "table_ii_wide": "tables",
     "held_out_levels": "tables",

@@ -7,13 +7,16 @@ Examples
     python -m analysis data/digits/cache-calibration.parquet \\
         --test data/digits/cache-test.parquet --synthetic resnet152 --out reports/demo
 
-Caches pair by order: the i-th ``--test`` (and ``--validation``) belongs to
-the i-th CACHE; repeat the flag for several.
+    # search and report one model in measured latency (python -m extract.latency)
+    python -m analysis cache-calibration.parquet --costs latency.json --out reports/latency
 
-Bad input (unreadable cache, a test cache of another model, bad options,
-an output folder that cannot be written) prints one line ``error: ...`` on
-stderr and exits with status 2; Ctrl-C prints ``interrupted`` and exits with
-status 130.
+Files pair by order: the i-th ``--test``, ``--validation`` and ``--costs``
+belong to the i-th CACHE; repeat the flag for several.
+
+Bad input (unreadable cache, a test cache of another model, a cost profile
+that does not fit its cache, bad options, an output folder that cannot be
+written) prints one line ``error: ...`` on stderr and exits with status 2;
+Ctrl-C prints ``interrupted`` and exits with status 130.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", action="append", default=[], metavar="CACHE",
                    help="validation-split cache, paired with the --test caches in order (repeatable), on which "
                    "select certifies the Table II levels (default: half of each test cache, the other half reports)")
+    p.add_argument("--costs", action="append", default=[], metavar="PROFILE",
+                   help="cost profile (format dyce-costs, e.g. a latency profile in ms from python -m extract.latency), "
+                   "paired with the CACHE arguments in order (repeatable): every search and held-out measurement of "
+                   "that model uses it, and its figures and tables are labelled in its unit (default: the cache's MACs)")
     p.add_argument("--delta", type=float, default=0.1, metavar="D",
                    help="allowed violation probability of certified rows (default 0.1)")
     p.add_argument("--risk", choices=("accuracy", "agreement"), default=None,
@@ -94,7 +101,9 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from dyce_search import ExitCache
+    from dataclasses import replace
+
+    from dyce_search import Costs, ExitCache
 
     from .report import NamedCache, ReportOptions, build_report, name_caches
 
@@ -102,6 +111,9 @@ def _run(args) -> int:
         raise ValueError("give at least one CACHE or --synthetic BACKBONE")
     if len(args.test) > len(args.caches):
         raise ValueError(f"{len(args.test)} --test caches for {len(args.caches)} CACHE arguments (they pair in order)")
+    if len(args.costs) > len(args.caches):
+        raise ValueError(f"{len(args.costs)} --costs profiles for {len(args.caches)} CACHE arguments (they pair in "
+                         "order)")
     if len(args.validation) > len(args.test):
         raise ValueError(f"{len(args.validation)} --validation caches for {len(args.test)} --test caches (they pair "
                          "in order; certified rows are reported on the test split)")
@@ -114,6 +126,8 @@ def _run(args) -> int:
     caches = [ExitCache.read(path) for path in args.caches]
     tests = [ExitCache.read(path) for path in args.test]
     validations = [ExitCache.read(path) for path in args.validation]
+    # checked against their caches with the test and validation caches in build_report, before any search
+    profiles = [Costs.load(path) for path in args.costs]
     sources = list(args.caches)
     if args.synthetic:
         from dyce_search.synthetic import make_cache
@@ -147,7 +161,10 @@ def _run(args) -> int:
     )
     tests = [NamedCache("test", cache, source) for cache, source in zip(tests, test_sources)]
     validations = [NamedCache("validation", cache, path) for cache, path in zip(validations, args.validation)]
-    report = build_report(name_caches(caches, sources), args.out, tests, options, validations)
+    named = name_caches(caches, sources)
+    named[:len(profiles)] = [replace(n, costs=costs, costs_source=path)
+                             for n, costs, path in zip(named, profiles, args.costs)]
+    report = build_report(named, args.out, tests, options, validations)
     # a status line on stderr: stdout stays free for data
     logging.getLogger("analysis").info("wrote %d files; index: %s", len(report.files), report.index)
     return 0

@@ -3,8 +3,10 @@
 Every function here is pure: it reads an :class:`~dyce_search.ExitCache` or a
 :class:`~dyce_search.SearchResult` and returns numbers; plotting lives in
 :mod:`analysis.displays`. Accuracies are fractions in [0, 1], costs are
-relative to the original model (1.0 = the whole model, the paper's C of
-Eq. 11) unless a column says otherwise.
+relative to the original model (``rel_cost``, 1.0 = the whole model, the
+paper's C of Eq. 11) unless a column says otherwise; ``cost`` is the mean
+cost per sample in the unit of the ``unit`` column (MACs, or that of a cost
+profile such as a latency profile in ms; :mod:`dyce_search.units`).
 
 Notation: P early positions ``p = 0..P-1`` (the paper's n = 1..N-1) and the
 original head at position P (the paper's N).
@@ -20,7 +22,7 @@ import pandas as pd
 from dyce_search import CacheError, ResultError
 
 #: Columns of a result table that the curve functions keep.
-CURVE_COLUMNS = ("lambda", "rel_macs", "rel_accuracy", "accuracy", "macs")
+CURVE_COLUMNS = ("lambda", "rel_cost", "rel_accuracy", "accuracy", "cost", "unit")
 
 
 # --------------------------------------------------------------------- helpers
@@ -87,6 +89,52 @@ def base_accuracy(result) -> float:
         raise ResultError("cannot recover the original model's accuracy: no row has rel_accuracy > 0")
     i = int(np.flatnonzero(ok)[0])
     return float(table["accuracy"].iloc[i] / table["rel_accuracy"].iloc[i])
+
+
+def original_cost(result) -> float:
+    """Cost of the original model in the result's unit (the denominator of C, Eq. 11).
+
+    Read from the cost profile the search recorded (``metadata["costs"]``),
+    else recovered from any row as ``cost / rel_cost``, the same quotient
+    Eq. 11 divides by; NaN if the result records neither (no profile and no
+    row with a finite, positive cost).
+    """
+    from dyce_search import Costs
+
+    doc = result.metadata.get("costs")
+    if doc is not None:
+        return Costs.from_dict(doc, source="result metadata 'costs'").total
+    table = result.table
+    rel, cost = table["rel_cost"].to_numpy(float), table["cost"].to_numpy(float)
+    ok = np.flatnonzero((rel > 0) & np.isfinite(rel) & np.isfinite(cost))
+    return float(cost[ok[0]] / rel[ok[0]]) if ok.size else float("nan")
+
+
+def frame_unit(frame: pd.DataFrame, what: str = "the curves") -> str:
+    """The one cost unit of ``frame``'s ``unit`` column.
+
+    One axis or one table column shows one unit: curves of several units
+    are refused rather than drawn on a shared axis (draw each unit on its
+    own, as :mod:`analysis.report` does).
+
+    Raises
+    ------
+    ResultError
+        If the column is missing or holds several units (naming the series of each).
+    """
+    from dyce_search.units import DEFAULT_UNIT
+
+    if "unit" not in frame.columns:
+        raise ResultError(f"{what} have no 'unit' column: the cost unit of rel_cost/cost is unknown")
+    units = list(dict.fromkeys(frame["unit"].dropna()))
+    if len(units) > 1:
+        key = next((c for c in ("name", "series", "model") if c in frame.columns), None)
+        shown = "; ".join(
+            f"{u!r}: {sorted(map(str, set(frame.loc[frame['unit'] == u, key])))}" if key else repr(u) for u in units)
+        raise ResultError(f"{what} mix cost units ({shown}); costs of different units cannot share an axis or a "
+                          "column, show each unit separately")
+    # an empty frame has no cost to label; its axis reads as the default unit's
+    return str(units[0]) if units else DEFAULT_UNIT
 
 
 # ------------------------------------------------------------------- Fig. 3
@@ -163,7 +211,7 @@ def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.Da
 # --------------------------------------------------------- Figs. 4, 5, 6, gen.
 
 
-def pareto_front(table: pd.DataFrame, cost="rel_macs", accuracy="accuracy") -> pd.DataFrame:
+def pareto_front(table: pd.DataFrame, cost="rel_cost", accuracy="accuracy") -> pd.DataFrame:
     """Rows of ``table`` that no other row dominates (lower cost, higher accuracy).
 
     A row is kept iff its accuracy is strictly higher than that of every row
@@ -205,9 +253,9 @@ def tradeoff_curve(result, pareto: bool = True, name: str | None = None) -> pd.D
     Returns
     -------
     DataFrame
-        ``lambda, rel_macs (C, Eq. 11), rel_accuracy (A, Eq. 10), accuracy,
-        macs`` and ``row`` (index of the configuration in ``result``), sorted
-        by ``rel_macs``; ``attrs`` hold ``base_accuracy`` (A_ori) and
+        ``lambda, rel_cost (C, Eq. 11), rel_accuracy (A, Eq. 10), accuracy,
+        cost, unit`` and ``row`` (index of the configuration in ``result``),
+        sorted by ``rel_cost``; ``attrs`` hold ``base_accuracy`` (A_ori) and
         ``search_seconds``.
     """
     frame = curve_from_table(result.table, pareto=pareto, name=name)
@@ -224,7 +272,7 @@ def curve_from_table(table: pd.DataFrame, pareto: bool = True, name: str | None 
         raise ResultError(f"search result table lacks column(s) {missing}")
     frame = table[list(CURVE_COLUMNS)].copy()
     frame.insert(0, "row", np.arange(len(frame)))
-    frame = pareto_front(frame) if pareto else frame.sort_values("rel_macs", kind="stable")
+    frame = pareto_front(frame) if pareto else frame.sort_values("rel_cost", kind="stable")
     frame = frame.reset_index(drop=True)
     if name is not None:
         frame.insert(0, "name", name)
@@ -275,7 +323,7 @@ def held_out_curve(result, cache, name: str | None = None, confidence: float = 0
     """
     rows = curve_from_table(result.table, pareto=True)["row"].to_numpy()
     measured = curve_from_table(result.evaluate(cache), pareto=False)
-    frame = measured.set_index("row").loc[rows].reset_index().sort_values("rel_macs", kind="stable")
+    frame = measured.set_index("row").loc[rows].reset_index().sort_values("rel_cost", kind="stable")
     frame = with_intervals(frame.reset_index(drop=True), cache.n_samples, confidence)
     if name is not None:
         frame.insert(0, "name", name)
@@ -360,9 +408,13 @@ def standalone_exits(cache, costs=None) -> pd.DataFrame:
     -------
     DataFrame
         One row per available exit: ``position`` (index), ``position_name``,
-        ``exit_type`` (index), ``exit_type_name``, ``rel_macs``, ``accuracy``
-        and ``rel_accuracy`` (accuracy / A_ori).
+        ``exit_type`` (index), ``exit_type_name``, ``rel_cost`` (C, Eq. 11),
+        ``unit`` (of ``costs``, default the cache's MACs), ``accuracy`` and
+        ``rel_accuracy`` (accuracy / A_ori).
     """
+    from dyce_search import Costs
+
+    costs = Costs.from_cache(cache) if costs is None else costs
     _, labels_known = _truth(cache)
     upto, delta = _relative_exit_costs(cache, costs)
     a_ori = head_accuracy(cache)
@@ -377,14 +429,16 @@ def standalone_exits(cache, costs=None) -> pd.DataFrame:
                 "position_name": cache.positions[p],
                 "exit_type": int(k),
                 "exit_type_name": cache.exit_types[k],
-                "rel_macs": float(upto[p] + delta[p, k]),
+                "rel_cost": float(upto[p] + delta[p, k]),
+                "unit": costs.unit,
                 "accuracy": acc,
                 "rel_accuracy": acc / a_ori if a_ori > 0 else np.nan,
             }
         )
     frame = pd.DataFrame(
         rows,
-        columns=["position", "position_name", "exit_type", "exit_type_name", "rel_macs", "accuracy", "rel_accuracy"],
+        columns=["position", "position_name", "exit_type", "exit_type_name", "rel_cost", "unit", "accuracy",
+                 "rel_accuracy"],
     )
     frame.attrs["base_accuracy"] = a_ori
     return frame
@@ -444,7 +498,7 @@ def exit_distributions(cache, result, rows, labels=None) -> pd.DataFrame:
     -------
     DataFrame
         The columns of :func:`exit_distribution` plus ``label``, ``row``,
-        ``lambda``, ``rel_macs`` and ``rel_accuracy`` of the configuration.
+        ``lambda``, ``rel_cost`` (C, Eq. 11), ``unit`` and ``rel_accuracy`` of the configuration.
     """
     rows = [int(r) for r in rows]
     n = len(result.configs)
@@ -460,8 +514,9 @@ def exit_distributions(cache, result, rows, labels=None) -> pd.DataFrame:
         f.insert(0, "label", label)
         f.insert(1, "row", r)
         f.insert(2, "lambda", float(table["lambda"].iloc[r]))
-        f.insert(3, "rel_macs", float(table["rel_macs"].iloc[r]))
-        f.insert(4, "rel_accuracy", float(table["rel_accuracy"].iloc[r]))
+        f.insert(3, "rel_cost", float(table["rel_cost"].iloc[r]))
+        f.insert(4, "unit", result.unit)
+        f.insert(5, "rel_accuracy", float(table["rel_accuracy"].iloc[r]))
         frames.append(f)
     if not frames:
         raise ResultError("no configurations selected for the exit distribution")

@@ -7,7 +7,11 @@ the display, which then holds ``ax_``, ``figure_`` and the drawn artists.
 ``frame`` exposes the plotted data as a DataFrame. matplotlib is imported
 only inside ``plot``.
 
-Accuracies and relative MACs are stored as fractions and drawn in percent.
+Accuracies and relative costs (C, Eq. 11) are stored as fractions and drawn
+in percent. Cost axes are named after the curves' cost unit (``unit`` column,
+:func:`dyce_search.units.unit`): "relative MACs", "relative latency", ...;
+curves of different units are refused on one axis
+(:func:`analysis.curves.frame_unit`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _finish(ax, title=None, legend=True) -> None:
 # trade-offs no single configuration reaches.
 FRONT_STYLE = dict(drawstyle="steps-post", marker="o", markersize=3, linewidth=1.4)
 
-# The original model is a star at 100 % MACs in every trade-off figure.
+# The original model is a star at 100 % of its cost in every trade-off figure.
 _ORIGINAL_STYLE = dict(marker="*", markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
 
 
@@ -65,13 +69,13 @@ def _original_marker(ax, x, accuracy, color="0.5", label=None):
 _IN_SAMPLE_STYLE = dict(linestyle="--", linewidth=1.0, marker=None, alpha=0.75)
 
 
-def _curve(ax, g, style, band=True, label=None):
+def _curve(ax, g, style, band=True, label=None, x=None):
     """One trade-off curve of a long frame's group; a shaded band where it has accuracy intervals.
 
-    Returns the line; the band (a PolyCollection) is drawn first so the line
-    lies on top of it.
+    ``x`` defaults to the group's ``rel_cost``. Returns the line; the band (a
+    PolyCollection) is drawn first so the line lies on top of it.
     """
-    x = g["rel_macs"].to_numpy(float)
+    x = g["rel_cost"].to_numpy(float) if x is None else np.asarray(x, float)
     if band and "accuracy_low" in g and g["accuracy_low"].notna().all() and len(g):
         step = "post" if style.get("drawstyle") == "steps-post" else None
         ax.fill_between(x, g["accuracy_low"].to_numpy(float), g["accuracy_high"].to_numpy(float), step=step,
@@ -87,10 +91,17 @@ def _split_style(style, split, mixed):
     return style
 
 
-def _tradeoff_axes(ax, title, relative_x=True, legend=True) -> None:
-    """Labels, percent ticks, grid and legend shared by the accuracy-vs-MACs figures."""
+def relative_label(unit_name: str) -> str:
+    """x-axis label of C (Eq. 11) in ``unit_name``, e.g. ``"relative latency (share of the original model)"``."""
+    from dyce_search.units import unit
+
+    return f"{unit(unit_name).relative} (share of the original model)"
+
+
+def _tradeoff_axes(ax, title, unit_name, relative_x=True, legend=True) -> None:
+    """Labels, percent ticks, grid and legend shared by the accuracy-vs-cost figures."""
     if relative_x:
-        ax.set_xlabel("relative MACs (share of the original model)")
+        ax.set_xlabel(relative_label(unit_name))
         _percent(ax.xaxis)
     ax.set_ylabel("top-1 accuracy")
     _percent(ax.yaxis)
@@ -104,14 +115,6 @@ def format_seconds(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.0f} ms"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def mac_scale(macs: float) -> tuple[float, str]:
-    """Divisor and unit that print ``macs`` with a few digits: ``(1e9, "GMACs")`` for ResNets."""
-    for scale, unit in ((1e9, "GMACs"), (1e6, "MMACs"), (1e3, "kMACs")):
-        if macs >= scale:
-            return scale, unit
-    return 1.0, "MACs"
 
 
 def model_label(metadata: Mapping) -> str:
@@ -191,14 +194,16 @@ class TradeoffDisplay:
         column, ``split`` optional), with ``attrs["base_accuracy"]`` a dict
         name -> A_ori. With several splits, ``lines_`` is keyed by
         ``(name, split)``; held-out curves get their intervals as bands.
-    total_macs : dict, optional
-        name -> MACs of the original model, needed for ``x="absolute"``.
+        Every curve is in one cost unit (its ``unit`` column).
+    total_cost : dict, optional
+        name -> cost of the original model in that unit, where
+        ``x="absolute"`` draws its star.
     title : str, optional
     """
 
-    def __init__(self, frame: pd.DataFrame, total_macs: Mapping | None = None, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, total_cost: Mapping | None = None, title: str | None = None):
         self.frame = frame
-        self.total_macs = dict(total_macs or {})
+        self.total_cost = dict(total_cost or {})
         self.title = title
 
     @classmethod
@@ -211,16 +216,20 @@ class TradeoffDisplay:
         (:func:`analysis.curves.tradeoff_curves`).
         """
         frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=in_sample)
-        total = {str(n): r.metadata.get("total_macs") for n, r in results.items()}
+        total = {str(n): curves.original_cost(r) for n, r in results.items()}
         return cls(frame, total, title)
 
-    def _x(self, values, name, x, scale):
-        if x == "relative":
-            return values
-        total = self.total_macs.get(name)
-        if total is None:
-            raise ValueError(f"x='absolute' needs the original model's MACs of {name!r}")
-        return values * total / scale
+    # x -> (cost column of a curve, where the original model sits in it)
+    def _relative_x(self, g, name, scale):
+        return g["rel_cost"].to_numpy(float), 1.0
+
+    def _absolute_x(self, g, name, scale):
+        total = self.total_cost.get(name)
+        if total is None or not np.isfinite(total):
+            raise ValueError(f"x='absolute' needs the original model's cost of {name!r} (total_cost)")
+        return g["cost"].to_numpy(float) / scale, total / scale
+
+    _X = {"relative": _relative_x, "absolute": _absolute_x}
 
     def plot(self, ax=None, x="relative", show_original=True, **kwargs):
         """Draw one line per model and the original models as stars.
@@ -229,17 +238,30 @@ class TradeoffDisplay:
         ----------
         ax : matplotlib Axes, optional
         x : {"relative", "absolute"}
-            Relative MACs (C, Eq. 11, in %) or MACs per sample (GMACs, MMACs, ... by the largest model).
+            Relative cost (C, Eq. 11, in %) or the mean cost per sample
+            (``cost`` column) in the curves' unit, e.g. GMACs (scaled by the
+            largest original model) or ms.
         show_original : bool, default True
         **kwargs
             Passed to every ``Axes.plot`` of a curve.
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``x``.
+        ResultError
+            If the curves are in different cost units.
         """
-        if x not in ("relative", "absolute"):
-            raise ValueError(f"x must be 'relative' or 'absolute', got {x!r}")
+        from dyce_search.units import unit
+
+        if x not in self._X:
+            raise ValueError(f"x must be one of {tuple(self._X)}, got {x!r}")
+        unit_name = curves.frame_unit(self.frame, "the trade-off curves")
+        position = self._X[x]
         ax, fig = _axes(ax)
         self.lines_, self.originals_ = {}, {}
         base = self.frame.attrs.get("base_accuracy", {})
-        scale, unit = mac_scale(max((v for v in self.total_macs.values() if v), default=1))
+        scale, absolute_label = unit(unit_name).scaled(max((v for v in self.total_cost.values() if v and np.isfinite(v)), default=1))
         splits = self.frame["split"] if "split" in self.frame else pd.Series(curves.IN_SAMPLE, self.frame.index)
         mixed = splits.nunique() > 1
         for i, (name, f) in enumerate(self.frame.groupby("name", sort=False)):
@@ -248,11 +270,11 @@ class TradeoffDisplay:
             for split, g in f.groupby(own, sort=False):
                 style = _split_style(dict(FRONT_STYLE, color=color), split, own.nunique() > 1)
                 style.update(kwargs)
-                g = g.assign(rel_macs=self._x(g["rel_macs"].to_numpy(float), name, x, scale))
+                values, _ = position(self, g, name, scale)
                 key = (name, split) if mixed else name
-                self.lines_[key] = _curve(ax, g, style, label=f"{name}, {split}" if mixed else name)
+                self.lines_[key] = _curve(ax, g, style, label=f"{name}, {split}" if mixed else name, x=values)
             if show_original and name in base:
-                self.originals_[name] = _original_marker(ax, self._x(np.array([1.0]), name, x, scale), base[name], color)
+                self.originals_[name] = _original_marker(ax, [position(self, f, name, scale)[1]], base[name], color)
         if self.originals_:
             from matplotlib.lines import Line2D
 
@@ -260,9 +282,9 @@ class TradeoffDisplay:
             handles.append(Line2D([], [], markersize=11, color="0.5", **_ORIGINAL_STYLE))
             labels.append("original model")
             ax.legend(handles, labels, fontsize="small", framealpha=0.9)
-        if x != "relative":
-            ax.set_xlabel(f"{unit} per sample")
-        _tradeoff_axes(ax, self.title, relative_x=x == "relative", legend=not self.originals_)
+        if x == "absolute":
+            ax.set_xlabel(absolute_label)
+        _tradeoff_axes(ax, self.title, unit_name, relative_x=x == "relative", legend=not self.originals_)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -310,7 +332,14 @@ class MethodComparisonDisplay:
         return cls.from_results(results, pareto=pareto, title=title)
 
     def plot(self, ax=None, show_original=True, **kwargs):
-        """Draw one line per method, labelled ``"<method> (<search time>)"``."""
+        """Draw one line per method, labelled ``"<method> (<search time>)"``.
+
+        Raises
+        ------
+        ResultError
+            If the methods' curves are in different cost units.
+        """
+        unit_name = curves.frame_unit(self.frame, "the methods' curves")
         ax, fig = _axes(ax)
         self.lines_ = {}
         seconds = self.frame.attrs.get("search_seconds", {})
@@ -324,7 +353,7 @@ class MethodComparisonDisplay:
         self.original_ = None
         if show_original and base:
             self.original_ = _original_marker(ax, [1.0], next(iter(base.values())), label="original model")
-        _tradeoff_axes(ax, self.title)
+        _tradeoff_axes(ax, self.title, unit_name)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -358,9 +387,13 @@ class EnsembleDisplay:
 
         ``on``: a held-out cache of the same model; the standalone exits and
         the searched fronts are then measured there (fronts with intervals).
+        ``costs``: of the standalone exits; default the cost profile the
+        first result was searched with, so that dots and curves share a unit.
         """
         if on is not None:
             curves.check_same_model(cache, on)
+        if costs is None and results:
+            costs = next(iter(results.values()))._stored_costs(cache if on is None else on)
         standalone = curves.standalone_exits(cache if on is None else on, costs)
         searched = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=False)
         parts = [standalone.assign(series="standalone"), searched.rename(columns={"name": "series"})]
@@ -387,7 +420,13 @@ class EnsembleDisplay:
         """Dots joined by dashed lines per exit type; solid lines per searched curve.
 
         ``kwargs`` go to the searched curves' ``Axes.plot``.
+
+        Raises
+        ------
+        ResultError
+            If the standalone exits and searched curves are in different cost units.
         """
+        unit_name = curves.frame_unit(self.frame, "the ensemble and standalone curves")
         ax, fig = _axes(ax)
         f = self.frame
         alone = f[f["series"] == "standalone"]
@@ -395,7 +434,7 @@ class EnsembleDisplay:
         for i, (name, g) in enumerate(alone.groupby("exit_type_name", sort=False)):
             g = g.sort_values("position")
             (self.standalone_lines_[name],) = ax.plot(
-                g["rel_macs"], g["accuracy"], linestyle="--", linewidth=0.8, marker="o", markersize=3,
+                g["rel_cost"], g["accuracy"], linestyle="--", linewidth=0.8, marker="o", markersize=3,
                 color=_STANDALONE_COLOURS[i % len(_STANDALONE_COLOURS)], alpha=0.8, label=f"{name} alone",
             )
         searched = [s for s in dict.fromkeys(f["series"]) if s != "standalone"]
@@ -408,7 +447,7 @@ class EnsembleDisplay:
         self.original_ = _original_marker(ax, [1.0], self.base_accuracy, label="original model")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        _tradeoff_axes(ax, self.title)
+        _tradeoff_axes(ax, self.title, unit_name)
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -432,8 +471,9 @@ class GeneralisationDisplay:
     ----------
     frame : DataFrame
         Long form with ``split`` (:data:`analysis.curves.IN_SAMPLE` /
-        :data:`analysis.curves.HELD_OUT`), ``row``, ``lambda``, ``rel_macs``,
-        ``accuracy``, ``rel_accuracy`` (and intervals on the held-out rows).
+        :data:`analysis.curves.HELD_OUT`), ``row``, ``lambda``, ``rel_cost``
+        (C, Eq. 11), ``unit``, ``accuracy``, ``rel_accuracy`` (and intervals
+        on the held-out rows).
     base_accuracy : dict
         split -> A_ori on that split.
     certified : DataFrame, optional
@@ -476,7 +516,14 @@ class GeneralisationDisplay:
 
     def plot(self, ax=None, **kwargs):
         """One line per split (held-out solid with its band, in-sample dashed), originals as stars,
-        certified configurations as diamonds."""
+        certified configurations as diamonds.
+
+        Raises
+        ------
+        ResultError
+            If the splits' curves are in different cost units.
+        """
+        unit_name = curves.frame_unit(self.frame, "the search and test split curves")
         ax, fig = _axes(ax)
         self.lines_, self.originals_ = {}, {}
         for i, (split, g) in enumerate(self.frame.groupby("split", sort=False)):
@@ -491,10 +538,10 @@ class GeneralisationDisplay:
         self.certified_ = None
         if self.certified is not None and len(self.certified):
             c = self.certified
-            self.certified_ = ax.plot(c["rel_macs"], c["accuracy"], linestyle="none", marker="D", markersize=6,
+            self.certified_ = ax.plot(c["rel_cost"], c["accuracy"], linestyle="none", marker="D", markersize=6,
                                       markerfacecolor="none", markeredgecolor="C2", markeredgewidth=1.4,
                                       label="certified by select (on the test split)")[0]
-        _tradeoff_axes(ax, self.title)
+        _tradeoff_axes(ax, self.title, unit_name)
         self.ax_, self.figure_ = ax, fig
         return self
 

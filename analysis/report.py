@@ -64,11 +64,25 @@ PNG_DPI = 200
 
 @dataclass
 class NamedCache:
-    """A cache with the name it carries in legends and file names."""
+    """A cache with the name it carries in legends and file names.
+
+    ``costs``: the cost profile (:class:`dyce_search.Costs`) every search and
+    held-out measurement of this model uses, and whose unit its figures and
+    tables show; None: the cache's MACs. ``costs_source`` says where it came from.
+    """
 
     name: str
     cache: object
     source: str = ""
+    costs: object = None
+    costs_source: str = ""
+
+    @property
+    def unit(self) -> str:
+        """Cost unit of this model's results (:mod:`dyce_search.units`)."""
+        from dyce_search.units import DEFAULT_UNIT
+
+        return DEFAULT_UNIT if self.costs is None else self.costs.unit
 
     @property
     def slug(self) -> str:
@@ -173,9 +187,16 @@ def name_caches(caches: Sequence, sources: Sequence[str] | None = None) -> list[
     return [NamedCache(n, c, s) for n, c, s in zip(names, caches, sources)]
 
 
-def task_key(cache) -> tuple:
-    """Caches with the same key are compared in one Fig. 4 and Table II."""
-    return (cache.metadata.get("dataset") or "unknown dataset", int(cache.num_classes))
+def task_key(cache, unit: str | None = None) -> tuple:
+    """Caches with the same key are compared in one Fig. 4 and Table II.
+
+    Accuracies of different tasks do not compare, nor do costs in different
+    units (``unit``: of the model's cost profile, default MACs), so each
+    (dataset, classes, unit) gets its own figure and table.
+    """
+    from dyce_search.units import DEFAULT_UNIT
+
+    return (cache.metadata.get("dataset") or "unknown dataset", int(cache.num_classes), unit or DEFAULT_UNIT)
 
 
 # ---------------------------------------------------------------------- I/O
@@ -219,6 +240,9 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
     ------
     CacheError
         Naming the cache pair and what differs.
+    CostError
+        If a cost profile (``NamedCache.costs``) does not fit its search,
+        test or validation cache, naming the model and the profile.
     ValueError
         For a bad option (lambdas outside [0, 1], ``compare_on`` out of range, ...).
     """
@@ -248,6 +272,10 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
         if validation is not None and validation.samples_digest == test.samples_digest:
             raise CacheError(f"validation and test caches for {named.name!r} hold the same samples; the certified "
                              "rows would be measured on the samples that chose them")
+    for i, named in enumerate(caches):
+        validation = validations[i] if i < len(validations) else None
+        _check_costs(named, {"search": named.cache, "test": tests[i] if i < len(tests) else None,
+                             "validation": validation})
     from dyce_search.stats import check_open_unit
 
     check_open_unit(options.delta, "delta")
@@ -275,6 +303,24 @@ def check_inputs(caches: Sequence[NamedCache], tests: Sequence, options: ReportO
                     f"{named.name}: exit type {named.cache.exit_types[k]!r} is not available at "
                     f"position {named.cache.positions[p]!r}"
                 )
+
+
+def _check_costs(named: NamedCache, held: dict) -> None:
+    """Raise CostError unless ``named.costs`` fits every cache of the model (each ``held`` value, None: absent)."""
+    from dyce_search import CostError, Costs
+
+    if named.costs is None:
+        return
+    if not isinstance(named.costs, Costs):
+        raise CostError(f"costs for {named.name!r} must be a dyce_search.Costs, got {type(named.costs).__name__}")
+    where = named.costs_source or f"the {named.costs.unit} cost profile"
+    for what, cache in held.items():
+        if cache is None:
+            continue
+        try:
+            named.costs.check(cache, override=None)  # a report compares one model's figures: no override
+        except CostError as e:
+            raise CostError(f"{where} for {named.name!r} does not fit its {what} cache: {e}") from None
 
 
 class _Steps:
@@ -329,7 +375,11 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     Parameters
     ----------
     caches : sequence of ExitCache or NamedCache
-        Search caches (the searches run on these).
+        Search caches (the searches run on these). A NamedCache's ``costs``
+        (a :class:`dyce_search.Costs`, e.g. a latency profile) is that
+        model's cost in every search and held-out measurement, checked
+        against its caches before any search; its figures and tables are
+        labelled in its unit, one Fig. 4 and Table II per unit.
     out : path
         Output folder (created once the inputs are checked).
     test_caches : sequence of ExitCache, NamedCache or None, optional
@@ -352,6 +402,8 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
     CacheError
         If a test or validation cache does not match its search cache or
         repeats its samples (before anything is written).
+    CostError
+        If a model's cost profile does not fit its caches (before anything is written).
     ResultError
         If results cannot be compared.
     OutputError
@@ -379,7 +431,7 @@ def build_report(caches, out, test_caches=None, options: ReportOptions | None = 
 
     groups: dict[tuple, list[NamedCache]] = {}
     for n in named:
-        groups.setdefault(task_key(n.cache), []).append(n)
+        groups.setdefault(task_key(n.cache, n.unit), []).append(n)
     n_tested = sum(h.tested for h in held.values())
     n_steps = (
         5 * len(named)  # front, Table II search, Fig. 3, Fig. 6 (with its ablation front), exit distribution
@@ -438,10 +490,11 @@ def _risk(options, validation) -> str:
     return "accuracy" if reference_labels(validation)[1] else "agreement"
 
 
-def _run_options(options: ReportOptions) -> dict:
+def _run_options(options: ReportOptions, named: NamedCache) -> dict:
+    """Options of every search on ``named``'s cache: its cost profile (None: MACs) goes to each."""
     # the searches' own bars (per lambda) move inside a long step such as the
     # iterative search of Fig. 5; like the step bar, only on a terminal
-    return dict(objective=options.objective, progress=None if options.progress else False)
+    return dict(objective=options.objective, costs=named.costs, progress=None if options.progress else False)
 
 
 def _searches(named, options, output, step) -> tuple[dict, dict]:
@@ -450,23 +503,23 @@ def _searches(named, options, output, step) -> tuple[dict, dict]:
 
     # Compile (or load from numba's cache) every kernel on a few lambdas first,
     # so the search times the report quotes are the searches', not the compiler's.
-    warm = named[0].cache
-    quiet = {**_run_options(options), "progress": False}
+    warm = named[0]
+    quiet = {**_run_options(options, warm), "progress": False}
     for name, method in METHODS.items():
-        run(warm, [0.5], method=name, threshold=method.thresholds[-1], **quiet)
-    cheapest(warm, [0.05], lambdas=[0.0, 1.0], **quiet)
+        run(warm.cache, [0.5], method=name, threshold=method.thresholds[-1], **quiet)
+    cheapest(warm.cache, [0.05], lambdas=[0.0, 1.0], **quiet)
 
     results, targets = {}, {}
     for n in named:
         step(f"front: {n.name}")
-        results[n.name] = front(n.cache, lambdas=options.lambdas, **_run_options(options))
+        results[n.name] = front(n.cache, lambdas=options.lambdas, **_run_options(options, n))
         output.result(results[n.name], f"{n.slug}-front")
         step.done()
         step(f"Table II search: {n.name}")
         # the front already holds every non-dominated configuration of the fine sweep: a
         # coarse seeding grid (for the bisection brackets) is enough next to it
         targets[n.name] = cheapest(n.cache, options.levels, lambdas=TABLE_II_LAMBDAS, starts=results[n.name],
-                                   **_run_options(options))
+                                   **_run_options(options, n))
         output.result(targets[n.name], f"{n.slug}-table2")
         step.done()
     return results, targets
@@ -514,27 +567,31 @@ def _fig3(named, held, options, output, step) -> None:
 
 
 def _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step) -> None:
-    """One Fig. 4 and one Table II per task: accuracies of different tasks do not compare."""
+    """One Fig. 4 and one Table II per task and cost unit: accuracies of different tasks do not compare,
+    costs of different units share no axis."""
     import matplotlib.pyplot as plt
 
+    from dyce_search.units import unit
+
     levels = options.levels
-    for (dataset, n_classes), members in groups.items():
-        suffix = "" if len(groups) == 1 else f"-{slugify(dataset)}-{n_classes}"
-        task = f"{dataset}, {n_classes} classes"
+    for (dataset, n_classes, unit_name), members in groups.items():
+        suffix = "" if len(groups) == 1 else f"-{slugify(dataset)}-{n_classes}-{slugify(unit_name)}"
+        u = unit(unit_name)
+        task = f"{dataset}, {n_classes} classes, {u.label}"
         group = {n.name: results[n.name] for n in members}
         on = {n.name: held[n.name].test for n in members if held[n.name].tested}
         step(f"Fig. 4: {task}")
         where = "test split, 95% intervals" if on else curves.IN_SAMPLE
         d = TradeoffDisplay.from_results(group, title=f"DyCE trade-off ({task}; {where})", on=on)
         if len(group) > 1:
-            # relative MACs put every original model at 100%; absolute MACs show how backbones compare
+            # relative costs put every original model at 100%; absolute costs show how backbones compare
             fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", sharey=True)
             d.plot(ax=right, x="absolute")
-            right.set_title("absolute MACs", fontsize="medium")
+            right.set_title(f"absolute {u.quantity}", fontsize="medium")
             right.set_ylabel("")
             right.get_legend().remove()  # the left panel's legend covers both
             d.plot(ax=left)
-            left.set_title("relative MACs", fontsize="medium")
+            left.set_title(u.relative, fontsize="medium")
             fig.suptitle(d.title)
         else:
             d.plot()
@@ -574,7 +631,7 @@ def _fig5(compare, held, results, options, output, step) -> dict:
     methods = method_curves(
         compare.cache, options.lambdas, threshold=options.threshold,
         skip=() if options.iterative else ("iterative",),
-        given={"descent": (f"{METHODS['descent'].label} (front)", descent)}, **_run_options(options),
+        given={"descent": (f"{METHODS['descent'].label} (front)", descent)}, **_run_options(options, compare),
     )
     for label, result in methods.items():
         if result is not descent:
@@ -600,12 +657,12 @@ def _fig6(named, held, results, options, output, step) -> None:
         if 0 < k < n.cache.n_positions:
             searched[f"ensemble, first {k} positions disabled"] = front(
                 n.cache, lambdas=options.lambdas, positions=list(range(k, n.cache.n_positions)),
-                **_run_options(options),
+                **_run_options(options, n),
             )
         elif k:
             note = f"ablation skipped: the cache has only {n.cache.n_positions} early positions"
         h = held[n.name]
-        d = EnsembleDisplay.from_results(n.cache, searched, on=h.test,
+        d = EnsembleDisplay.from_results(n.cache, searched, costs=n.costs, on=h.test,
                                          title=f"{n.name}: ensemble vs standalone exits ({_measured_on(h)})").plot()
         output.figure("fig6", n.name, f"fig6-ensemble-{n.slug}", d, note)
         step.done()
@@ -647,10 +704,11 @@ _SECTION_TEXT = {
         "original model's accuracy. Measured on the test split where there is one.",
     ),
     "fig4": (
-        "Fig. 4: accuracy vs relative MACs",
+        "Fig. 4: accuracy vs relative cost",
         "Dense non-dominated front of each backbone (`dyce_search.front`: the descent over all "
-        "lambdas merged with the cheapest configuration for every accuracy level it met); stars are "
-        "the original models (100% MACs). Accuracy is absolute so backbones compare. A configuration "
+        "lambdas merged with the cheapest configuration for every accuracy level it met), against C "
+        "(Eq. 11) in the model's cost unit (see Inputs; one figure per unit); stars are "
+        "the original models (100% of their cost). Accuracy is absolute so backbones compare. A configuration "
         "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps. Where a "
         "model has a test split, its front's configurations are measured there (solid, shaded: 95% exact "
         "binomial intervals) and the search split's front is dashed: that curve is in-sample, the "
@@ -684,6 +742,27 @@ _SECTION_TEXT = {
 }
 
 
+def _cost_text(named: NamedCache) -> str:
+    """The Inputs table's cost unit cell: the unit's name and where its costs come from."""
+    from dyce_search.units import unit
+
+    origin = f"profile {named.costs_source}" if named.costs_source else \
+        "the cache's MACs" if named.costs is None else "a cost profile"
+    return f"{unit(named.unit).label} ({origin})"
+
+
+def _units_text(named) -> str:
+    """``"MACs"`` or ``"latency (ms): resnet50; MACs: resnet18"``: which model uses which unit."""
+    from dyce_search.units import unit
+
+    by_unit: dict[str, list] = {}
+    for n in named:
+        by_unit.setdefault(n.unit, []).append(n.name)
+    if len(by_unit) == 1:
+        return unit(next(iter(by_unit))).label
+    return "; ".join(f"{unit(u).label}: {', '.join(names)}" for u, names in by_unit.items())
+
+
 def _index(output, named, held, options, results, methods, selected) -> str:
     out, sections, result_files = output.out, output.sections, output.results
     lam = np.asarray(options.lambdas, dtype=float)
@@ -706,20 +785,21 @@ def _index(output, named, held, options, results, methods, selected) -> str:
         "",
         "## Inputs",
         "",
-        "| model | role | source | dataset | split | samples | classes | early positions | exit types | original accuracy | front search |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | role | source | dataset | split | samples | classes | early positions | exit types | original accuracy | front search | cost unit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(name, role, cache, source, seconds="-"):
+    def row(name, role, cache, source, seconds="-", cost="-"):
         md = cache.metadata
         acc = f"{100 * curves.head_accuracy(cache):.2f}%"
         return (f"| {name} | {role} | {source or '-'} | {md.get('dataset') or '-'} | {md.get('split') or '-'} | "
                 f"{cache.n_samples:,} | {cache.num_classes} | {cache.n_positions} | {', '.join(cache.exit_types)} | "
-                f"{acc} | {seconds} |")
+                f"{acc} | {seconds} | {cost} |")
 
     for n in named:
         h = held[n.name]
-        lines.append(row(n.name, "search", n.cache, n.source, format_seconds(curves.search_seconds(results[n.name]))))
+        lines.append(row(n.name, "search", n.cache, n.source, format_seconds(curves.search_seconds(results[n.name])),
+                         _cost_text(n)))
         if h.tested:
             lines.append(row(n.name, "validation (select)", h.validation, h.validation_source))
             lines.append(row(n.name, "test", h.test, h.test_source))
@@ -730,10 +810,10 @@ def _index(output, named, held, options, results, methods, selected) -> str:
     levels = ", ".join(tables.level_label(v) for v in options.levels)
     lines += [
         "",
-        "## Table II: required MACs for a given accuracy drop",
+        "## Table II: required cost for a given accuracy drop",
         "",
-        f"Relative MACs of the cheapest configuration whose accuracy drop relative to the original model "
-        f"(1 - A, Eq. 10) is at most {levels}. Rows by basis:",
+        f"Relative cost (C, Eq. 11, in the model's cost unit: {_units_text(named)}) of the cheapest configuration "
+        f"whose accuracy drop relative to the original model (1 - A, Eq. 10) is at most {levels}. Rows by basis:",
         "",
         f"- *{tables.IN_SAMPLE_BASIS}*: `dyce_search.cheapest` (constrained exact descent, started from the "
         "front's configurations) chosen and measured on the search split.",

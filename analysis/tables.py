@@ -1,11 +1,13 @@
-"""Table II: the least relative MACs that keep the accuracy drop within given levels.
+"""Table II: the least relative cost that keeps the accuracy drop within given levels.
 
 The paper's Table II lists, per base model, the smallest MACs (relative to the
-original model) among the searched configurations whose accuracy drop,
-relative to the original model, is at most 5 %, 2 % and 0.5 %. With A the
-relative accuracy of Eq. 10, the drop of a configuration is ``1 - A``.
-A level that no configuration reaches is reported as "not reached" (NaN in
-the numeric frames), never as zero.
+original model, C of Eq. 11) among the searched configurations whose accuracy
+drop, relative to the original model, is at most 5 %, 2 % and 0.5 %. With A
+the relative accuracy of Eq. 10, the drop of a configuration is ``1 - A``.
+Costs are in the unit the search used (``unit`` column: MACs by default, or
+a cost profile's, e.g. latency in ms), and the printed table names it
+("latency at drop ≤ 2.0%"). A level that no configuration reaches is
+reported as "not reached" (NaN in the numeric frames), never as zero.
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ def level_label(level: float) -> str:
     return f"{100 * level:.1f}%"
 
 
-def required_macs(table: pd.DataFrame, levels: Sequence[float] = PAPER_LEVELS) -> pd.DataFrame:
+def required_cost(table: pd.DataFrame, levels: Sequence[float] = PAPER_LEVELS) -> pd.DataFrame:
     """For each drop level, the cheapest configuration with ``1 - rel_accuracy <= level``.
 
     Parameters
     ----------
     table : DataFrame
-        A search result table with at least ``rel_macs`` (C, Eq. 11) and
+        A search result table with at least ``rel_cost`` (C, Eq. 11) and
         ``rel_accuracy`` (A, Eq. 10); ``lambda`` and ``accuracy`` are carried
         along when present.
     levels : sequence of float
@@ -57,17 +59,17 @@ def required_macs(table: pd.DataFrame, levels: Sequence[float] = PAPER_LEVELS) -
     Returns
     -------
     DataFrame
-        One row per level: ``level``, ``reached`` (bool), ``rel_macs``,
+        One row per level: ``level``, ``reached`` (bool), ``rel_cost``,
         ``rel_accuracy``, ``accuracy``, ``lambda`` and ``row`` (position of
         the chosen row in ``table``, -1 if not reached). Values are NaN where
-        the level is not reached. Ties in ``rel_macs`` go to the more accurate
+        the level is not reached. Ties in ``rel_cost`` go to the more accurate
         configuration.
     """
     levels = _check_levels(levels)
-    missing = [c for c in ("rel_macs", "rel_accuracy") if c not in table.columns]
+    missing = [c for c in ("rel_cost", "rel_accuracy") if c not in table.columns]
     if missing:
         raise ResultError(f"table lacks column(s) {missing} needed for Table II")
-    cost = table["rel_macs"].to_numpy(float)
+    cost = table["rel_cost"].to_numpy(float)
     rel_acc = table["rel_accuracy"].to_numpy(float)
     acc = table["accuracy"].to_numpy(float) if "accuracy" in table else np.full(len(table), np.nan)
     lam = table["lambda"].to_numpy(float) if "lambda" in table else np.full(len(table), np.nan)
@@ -75,13 +77,13 @@ def required_macs(table: pd.DataFrame, levels: Sequence[float] = PAPER_LEVELS) -
     for level in levels:
         ok = np.flatnonzero((1.0 - rel_acc <= level + _TOLERANCE) & np.isfinite(cost))
         if ok.size == 0:
-            rows.append(dict(level=level, reached=False, rel_macs=np.nan, rel_accuracy=np.nan,
+            rows.append(dict(level=level, reached=False, rel_cost=np.nan, rel_accuracy=np.nan,
                              accuracy=np.nan, **{"lambda": np.nan}, row=-1))
             continue
         i = int(ok[np.lexsort((-rel_acc[ok], cost[ok]))[0]])
-        rows.append(dict(level=level, reached=True, rel_macs=cost[i], rel_accuracy=rel_acc[i],
+        rows.append(dict(level=level, reached=True, rel_cost=cost[i], rel_accuracy=rel_acc[i],
                          accuracy=acc[i], **{"lambda": lam[i]}, row=i))
-    return pd.DataFrame(rows, columns=["level", "reached", "rel_macs", "rel_accuracy", "accuracy", "lambda", "row"])
+    return pd.DataFrame(rows, columns=["level", "reached", "rel_cost", "rel_accuracy", "accuracy", "lambda", "row"])
 
 
 def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.DataFrame:
@@ -97,15 +99,16 @@ def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.Dat
     Returns
     -------
     DataFrame
-        :func:`required_macs` for every model with ``model``,
-        ``base_accuracy`` (A_ori) and ``total_macs`` columns in front.
+        :func:`required_cost` for every model with ``model``,
+        ``base_accuracy`` (A_ori), ``total_cost`` (the original model's cost)
+        and ``unit`` (of ``total_cost`` and ``rel_cost``) columns in front.
 
     Raises
     ------
     ResultError
         If the results disagree on ``num_classes`` or none are given.
     """
-    from .curves import base_accuracy
+    from .curves import base_accuracy, original_cost
 
     if not results:
         raise ResultError("Table II needs at least one search result")
@@ -115,10 +118,11 @@ def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.Dat
         raise ResultError(f"cannot compare models with different class counts in one Table II ({listing})")
     frames = []
     for name, result in results.items():
-        f = required_macs(result.table.reset_index(drop=True), levels)
+        f = required_cost(result.table.reset_index(drop=True), levels)
         f.insert(0, "model", str(name))
         f.insert(1, "base_accuracy", base_accuracy(result))
-        f.insert(2, "total_macs", result.metadata.get("total_macs"))
+        f.insert(2, "total_cost", original_cost(result))
+        f.insert(3, "unit", result.unit)
         frames.append(f)
     return pd.concat(frames, ignore_index=True)
 
@@ -130,14 +134,14 @@ def held_out_levels(result, cache, levels: Sequence[float] = PAPER_LEVELS, n_boo
     The configurations were searched on one split; their drop and cost are
     measured on ``cache`` (e.g. the test split), the original model (no
     early exit, drop 0, cost 1) included, so every level is met. The level's
-    relative MACs get a percentile bootstrap interval: the test samples are
+    relative cost (C, Eq. 11, in the search's unit) gets a percentile bootstrap interval: the test samples are
     resampled ``n_boot`` times and the level recomputed each time.
 
     Returns
     -------
     DataFrame
         One row per level: ``level``, ``reached`` (always True),
-        ``rel_macs``, ``low``, ``high``, ``rel_accuracy``, ``accuracy``,
+        ``rel_cost``, ``low``, ``high``, ``rel_accuracy``, ``accuracy``,
         ``lambda``, ``row`` (-1 for the original model) and
         ``accuracy_low`` / ``accuracy_high`` (exact binomial interval).
     """
@@ -188,11 +192,11 @@ def held_out_levels(result, cache, levels: Sequence[float] = PAPER_LEVELS, n_boo
     rows = []
     for i, level in enumerate(levels):
         j = int(np.flatnonzero(rel_cost[0] == observed[i, 0])[0])
-        rows.append(dict(level=level, reached=True, rel_macs=float(observed[i, 0]),
+        rows.append(dict(level=level, reached=True, rel_cost=float(observed[i, 0]),
                          low=float(np.quantile(boot[i], alpha / 2)), high=float(np.quantile(boot[i], 1 - alpha / 2)),
                          rel_accuracy=float(1.0 - drop[0, j]), accuracy=float(correct[:, j].mean()),
                          **{"lambda": lam[j]}, row=int(rows_index[j])))
-    out = pd.DataFrame(rows, columns=["level", "reached", "rel_macs", "low", "high", "rel_accuracy", "accuracy",
+    out = pd.DataFrame(rows, columns=["level", "reached", "rel_cost", "low", "high", "rel_accuracy", "accuracy",
                                       "lambda", "row"])
     return _with_accuracy_interval(out, M, confidence)
 
@@ -211,7 +215,7 @@ def certified_levels(selected, cache) -> pd.DataFrame:
     -------
     DataFrame
         One row per certified level: ``level``, ``reached`` (True),
-        ``rel_macs``, ``rel_accuracy`` and ``accuracy`` on ``cache`` (with
+        ``rel_cost``, ``rel_accuracy`` and ``accuracy`` on ``cache`` (with
         ``accuracy_low`` / ``accuracy_high``, exact binomial), ``held`` (the drop
         on ``cache`` is within the level), ``fallback`` and ``risk_bound``.
     """
@@ -223,7 +227,7 @@ def certified_levels(selected, cache) -> pd.DataFrame:
     out = pd.DataFrame({
         "level": table["target"].to_numpy(float),
         "reached": True,
-        "rel_macs": measured["rel_macs"].to_numpy(float),
+        "rel_cost": measured["rel_cost"].to_numpy(float),
         "rel_accuracy": measured["rel_accuracy"].to_numpy(float),
         "accuracy": measured["accuracy"].to_numpy(float),
         "held": drop <= table["target"].to_numpy(float) + _TOLERANCE,
@@ -267,12 +271,12 @@ def table_ii_held_out(name: str, searched, front, selected, test, levels: Sequen
         Long form, one row per basis and level: ``model``, ``basis``
         (:data:`IN_SAMPLE_BASIS`, :data:`HELD_OUT_BASIS`,
         :func:`certified_basis`), ``base_accuracy`` (A_ori on the split the
-        row is measured on), ``total_macs`` and the columns of
-        :func:`required_macs`, :func:`held_out_levels` (``low``/``high``:
+        row is measured on), ``total_cost``, ``unit`` and the columns of
+        :func:`required_cost`, :func:`held_out_levels` (``low``/``high``:
         bootstrap interval) and :func:`certified_levels` (``held``,
         ``fallback``, ``risk_bound``); NaN where a column does not apply.
     """
-    from .curves import head_accuracy
+    from .curves import head_accuracy, original_cost
 
     levels = _check_levels(levels)
     delta = selected.metadata.get("delta")
@@ -282,27 +286,41 @@ def table_ii_held_out(name: str, searched, front, selected, test, levels: Sequen
         raise ResultError(f"selected certifies levels {list(selected.table['target'])}, Table II needs {list(levels)}")
     in_sample = table_ii({name: searched}, levels).assign(basis=IN_SAMPLE_BASIS)
     a_test = head_accuracy(test)
-    total = searched.metadata.get("total_macs")
+    units = {what: r.unit for what, r in (("searched", searched), ("front", front), ("selected", selected))}
+    if len(set(units.values())) > 1:
+        raise ResultError(f"Table II of {name!r} mixes cost units {units}; search all three with one cost profile")
+    total, unit = original_cost(searched), searched.unit
     held = held_out_levels(front, test, levels, n_boot=n_boot, seed=seed).assign(
-        model=name, basis=HELD_OUT_BASIS, base_accuracy=a_test, total_macs=total)
+        model=name, basis=HELD_OUT_BASIS, base_accuracy=a_test, total_cost=total, unit=unit)
     certified = certified_levels(selected, test).assign(
-        model=name, basis=certified_basis(float(delta)), base_accuracy=a_test, total_macs=total)
+        model=name, basis=certified_basis(float(delta)), base_accuracy=a_test, total_cost=total, unit=unit)
     out = pd.concat([in_sample, held, certified], ignore_index=True)
-    first = ["model", "basis", "base_accuracy", "total_macs"]
+    first = ["model", "basis", "base_accuracy", "total_cost", "unit"]
     return out[first + [c for c in out.columns if c not in first]]
 
 
 def table_ii_wide(long: pd.DataFrame) -> pd.DataFrame:
     """The printed Table II: one row per model (and basis), one column per level, as text.
 
-    Cells read like ``"64.1%"`` (relative MACs), ``"64.1% [58.2–70.3]"``
+    Cells read like ``"64.1%"`` (C, Eq. 11), ``"64.1% [58.2–70.3]"``
     where the row has a bootstrap interval, ``"100.0% (no exit certified)"``
     for a certified row that fell back to the original model, with
     ``" — exceeded on test"`` appended where a certified drop did not hold on
     the test split, or ``"not reached"``. The ``base accuracy`` column gives
     A_ori in percent on the split the row is measured on; a ``basis`` column
-    appears when ``long`` has one.
+    appears when ``long`` has one. Level columns are named after the cost
+    unit, e.g. ``"MACs at drop ≤ 2.0%"``, ``"latency at drop ≤ 2.0%"``.
+
+    Raises
+    ------
+    ResultError
+        If ``long`` has no ``unit`` column or mixes units (one column, one unit).
     """
+    from dyce_search.units import unit
+
+    from .curves import frame_unit
+
+    quantity = unit(frame_unit(long, "Table II rows")).quantity
     keys = ["model", "basis"] if "basis" in long else ["model"]
     levels = list(dict.fromkeys(long["level"]))
     rows = []
@@ -312,17 +330,17 @@ def table_ii_wide(long: pd.DataFrame) -> pd.DataFrame:
         row["base accuracy"] = f"{100 * g['base_accuracy'].iloc[0]:.2f}%"
         by_level = g.set_index("level")
         for level in levels:
-            row[f"MACs at drop ≤ {level_label(level)}"] = _macs_cell(by_level.loc[level]) if level in by_level.index \
-                else ""
+            row[f"{quantity} at drop ≤ {level_label(level)}"] = _cost_cell(by_level.loc[level]) \
+                if level in by_level.index else ""
         rows.append(row)
     out = pd.DataFrame(rows).set_index("model")
     return out
 
 
-def _macs_cell(r) -> str:
+def _cost_cell(r) -> str:
     if not bool(r["reached"]):
         return NOT_REACHED
-    text = f"{100 * r['rel_macs']:.1f}%"
+    text = f"{100 * r['rel_cost']:.1f}%"
     low, high = r.get("low", np.nan), r.get("high", np.nan)
     if pd.notna(low) and pd.notna(high):
         text += f" [{100 * low:.1f}–{100 * high:.1f}]"
@@ -361,20 +379,23 @@ def rows_at_levels(result, levels: Sequence[float] = PAPER_LEVELS) -> tuple[list
     rows : list of int
         Row indices into ``result.table`` / ``result.configs``.
     labels : list of str
-        e.g. ``"drop ≤ 2.0%: 70.8% MACs"``.
+        e.g. ``"drop ≤ 2.0%: 70.8% MACs"`` (``"70.8% latency"`` for a latency profile).
     """
+    from dyce_search.units import unit
+
     from .curves import tradeoff_curve
 
+    quantity = unit(result.unit).quantity
     table = result.table.reset_index(drop=True)
-    chosen = required_macs(table, levels)
+    chosen = required_cost(table, levels)
     levels_of: dict[int, list[float]] = {}
     cost_of: dict[int, float] = {}
     for _, r in chosen[chosen["reached"]].iterrows():
         levels_of.setdefault(int(r["row"]), []).append(float(r["level"]))
-        cost_of[int(r["row"])] = float(r["rel_macs"])
+        cost_of[int(r["row"])] = float(r["rel_cost"])
     rows = list(levels_of)
     labels = [
-        f"drop ≤ {' / '.join(level_label(v) for v in levels_of[row])}: {100 * cost_of[row]:.1f}% MACs" for row in rows
+        f"drop ≤ {' / '.join(level_label(v) for v in levels_of[row])}: {100 * cost_of[row]:.1f}% {quantity}" for row in rows
     ]
     if not rows:
         front = tradeoff_curve(result, pareto=True)
@@ -383,5 +404,5 @@ def rows_at_levels(result, levels: Sequence[float] = PAPER_LEVELS) -> tuple[list
         best = front.iloc[-1]
         rows.append(int(best["row"]))
         drop = 100 * (1 - best["rel_accuracy"])
-        labels.append(f"most accurate: {100 * best['rel_macs']:.1f}% MACs, drop {drop:.1f}%")
+        labels.append(f"most accurate: {100 * best['rel_cost']:.1f}% {quantity}, drop {drop:.1f}%")
     return rows, labels

@@ -91,9 +91,9 @@ def populations(quick: bool):
 
 
 def drops_and_costs(result, cache):
-    """(drop, rel_macs) of every configuration of ``result`` on ``cache``."""
+    """(drop, rel_cost) of every configuration of ``result`` on ``cache``."""
     t = result.evaluate(cache)
-    return 1.0 - t["rel_accuracy"].to_numpy(float), t["rel_macs"].to_numpy(float)
+    return 1.0 - t["rel_accuracy"].to_numpy(float), t["rel_cost"].to_numpy(float)
 
 
 def one_draw(cache, fractions, seed, delta):
@@ -113,7 +113,7 @@ def one_draw(cache, fractions, seed, delta):
     # conservative: the cheapest configuration of its sweep meeting each level by its own (conservative) measure
     c_table = conservative.table
     c_drop_search = 1.0 - c_table["conservative_rel_accuracy"].to_numpy(float)
-    c_cost_search = c_table["rel_macs"].to_numpy(float)
+    c_cost_search = c_table["rel_cost"].to_numpy(float)
     c_drop, c_cost = drops_and_costs(conservative, test)
     drop, cost = [], []
     for level in LEVELS:
@@ -135,7 +135,7 @@ def one_draw(cache, fractions, seed, delta):
     for i, level in enumerate(LEVELS):
         for name in CHOOSERS:
             d, c = chosen[name]
-            rows.append({"level": level, "chooser": name, "drop": float(d[i]), "rel_macs": float(c[i]),
+            rows.append({"level": level, "chooser": name, "drop": float(d[i]), "rel_cost": float(c[i]),
                          "fallback": bool(certified_fallback[i]) if name == "certified" else np.nan})
     return rows
 
@@ -151,7 +151,7 @@ def summarise(draws: pd.DataFrame, delta: float) -> pd.DataFrame:
                 k = int((h["drop"] > level + _TOLERANCE).sum())
                 low, high = binomial_interval(k, n)
                 row[f"{name} violated"] = f"{k / n:.1%} [{low:.1%}–{high:.1%}]"
-            row[f"{name} MACs"] = f"{h['rel_macs'].mean():.1%}"
+            row[f"{name} MACs"] = f"{h['rel_cost'].mean():.1%}"
         cert = g[g["chooser"] == "certified"]
         row["certified fallback"] = f"{cert['fallback'].astype(float).mean():.0%}"
         out.append(row)

@@ -155,7 +155,7 @@ def digits_setup(n_configs: int):
     test = ExitCache.read(DIGITS_RUN / "cache-test.parquet")
     result = dyce_search.run(calibration, np.linspace(0.0, 1.0, 41)).pareto()
     # configurations spread along the front by their cost
-    rel = result.table["rel_macs"].to_numpy()
+    rel = result.table["rel_cost"].to_numpy()
     picks = sorted({int(np.argmin(np.abs(rel - q))) for q in np.quantile(rel, np.linspace(0.0, 1.0, n_configs))})
     configs = [result.configs[i] for i in picks]
     labels = [f"lambda={result.lambdas[i]:.3g}" for i in picks]

@@ -39,7 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from analysis.tables import PAPER_LEVELS, required_macs, to_markdown  # noqa: E402
+from analysis.tables import PAPER_LEVELS, required_cost, to_markdown  # noqa: E402
 from dyce_search import ExitCache, cheapest, run  # noqa: E402
 from dyce_search.problem import Problem  # noqa: E402
 from dyce_search.synthetic import make_cache  # noqa: E402
@@ -84,8 +84,8 @@ def quality(caches, objectives):
                 row = {"cache": name, "objective": objective, "method": label, "mean f": f[label].mean()}
                 for other in METHODS:
                     row[f"worse than {other}"] = int(np.sum(f[label] > f[other])) if other != label else "-"
-                sweep = required_macs(results[label].table, PAPER_LEVELS)
-                for level, cost in zip(PAPER_LEVELS, sweep["rel_macs"]):
+                sweep = required_cost(results[label].table, PAPER_LEVELS)
+                for level, cost in zip(PAPER_LEVELS, sweep["rel_cost"]):
                     row[f"II {100 * level:g}%"] = cost
                 row["seconds"] = seconds[label]
                 rows.append(row)
@@ -93,13 +93,13 @@ def quality(caches, objectives):
             target = cheapest(cache, list(PAPER_LEVELS), objective=objective, progress=False)
             target_seconds = time.perf_counter() - t0
             for j, level in enumerate(PAPER_LEVELS):
-                best_sweep = min(required_macs(r.table, [level])["rel_macs"].iloc[0] for r in results.values())
-                best_method = min(results, key=lambda m: required_macs(results[m].table, [level])["rel_macs"].iloc[0])
+                best_sweep = min(required_cost(r.table, [level])["rel_cost"].iloc[0] for r in results.values())
+                best_method = min(results, key=lambda m: required_cost(results[m].table, [level])["rel_cost"].iloc[0])
                 table2.append({
                     "cache": name, "objective": objective, "drop": f"{100 * level:g}%",
-                    "cheapest": target.table["rel_macs"].iloc[j], "best sweep": best_sweep,
+                    "cheapest": target.table["rel_cost"].iloc[j], "best sweep": best_sweep,
                     "best sweep method": best_method,
-                    "cheapest <= sweeps": bool(target.table["rel_macs"].iloc[j] <= best_sweep + 1e-12),
+                    "cheapest <= sweeps": bool(target.table["rel_cost"].iloc[j] <= best_sweep + 1e-12),
                     "cheapest seconds": target_seconds,
                 })
     return pd.DataFrame(rows), pd.DataFrame(table2)

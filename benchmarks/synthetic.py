@@ -70,7 +70,7 @@ def describe(backbone: str, n_samples: int, lambdas: np.ndarray, seed: int) -> d
     search = time.perf_counter() - t0
     row["max A"] = round(float(sweep.table["rel_accuracy"].max()), 4)
     table2 = cheapest(cache, list(PAPER_LEVELS), lambdas=lambdas, starts=sweep, progress=False).table
-    for level, cost in zip(PAPER_LEVELS, table2["rel_macs"]):
+    for level, cost in zip(PAPER_LEVELS, table2["rel_cost"]):
         row[f"MACs % at drop <= {level_label(level)}"] = round(100 * cost, 1)
     row["build s"] = round(build, 2)
     row["search s"] = round(search, 1)

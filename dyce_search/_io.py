@@ -133,15 +133,20 @@ def write_text_atomic(path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def check_header(doc, fmt: str, version: int, source, error: type[Exception]) -> None:
+def check_header(doc, fmt: str, version, source, error: type[Exception]) -> None:
     """Raise ``error`` unless ``doc`` is a JSON object of format ``fmt`` and version ``version``.
 
     Shared by every JSON document the package reads (results, cost profiles);
-    ``source`` (a path or a description) starts each message.
+    ``source`` (a path or a description) starts each message. ``version`` may
+    be a tuple: every version the reader still understands.
     """
     if not isinstance(doc, dict):
         raise error(f"{source}: expected a JSON object at the top level, got {type(doc).__name__}")
     if doc.get("format") != fmt:
         raise error(f"{source}: field 'format' must be {fmt!r}, got {doc.get('format')!r}")
-    if doc.get("version") != version:
-        raise error(f"{source}: unsupported 'version' {doc.get('version')!r} (this reader knows {version})")
+    known = version if isinstance(version, tuple) else (version,)
+    found = doc.get("version")
+    # bool is an int in Python; a JSON true is no version number
+    if isinstance(found, bool) or found not in known:
+        shown = " and ".join(str(v) for v in known)
+        raise error(f"{source}: unsupported 'version' {found!r} (this reader knows {shown})")

@@ -173,7 +173,7 @@ SUMMARY_FORMATS = {
 
 
 def summary_table(result, test_table=None):
-    """The printed summary: lambda (or target), rel_macs, rel_accuracy, accuracy, n_exits, seconds (+ test columns)."""
+    """The printed summary: lambda (or target), rel_cost, rel_accuracy, accuracy, n_exits, seconds (+ test columns)."""
     import pandas as pd
 
     table = result.table
@@ -181,20 +181,20 @@ def summary_table(result, test_table=None):
     if "certified" in table:
         return pd.DataFrame({
             "target": table["target"],
-            "rel_macs": table["rel_macs"],
+            "rel_cost": table["rel_cost"],
             "rel_accuracy": table["rel_accuracy"],
-            "val_rel_macs": table["validation_rel_macs"],
+            "val_rel_cost": table["validation_rel_cost"],
             "val_rel_accuracy": table["validation_rel_accuracy"],
             "risk_bound": table["risk_bound"],
             "fallback": table["fallback"],
-            **({} if test_table is None else {"test_rel_macs": test_table["rel_macs"].to_numpy(),
+            **({} if test_table is None else {"test_rel_cost": test_table["rel_cost"].to_numpy(),
                                               "test_rel_accuracy": test_table["rel_accuracy"].to_numpy()}),
         })
     out = pd.DataFrame(
         {
             **first,
             "lambda": table["lambda"],
-            "rel_macs": table["rel_macs"],
+            "rel_cost": table["rel_cost"],
             "rel_accuracy": table["rel_accuracy"],
             "accuracy": table["accuracy"],
             "n_exits": table["n_exits"],
@@ -202,7 +202,7 @@ def summary_table(result, test_table=None):
         }
     )
     if test_table is not None:
-        out["test_rel_macs"] = test_table["rel_macs"].to_numpy()
+        out["test_rel_cost"] = test_table["rel_cost"].to_numpy()
         out["test_rel_accuracy"] = test_table["rel_accuracy"].to_numpy()
         out["test_accuracy"] = test_table["accuracy"].to_numpy()
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._io import check_header, write_text_atomic
 from .errors import CostError
-from .provenance import Origin, check_combinable, check_record
+from .provenance import OVERRIDE_HINT, Origin, check_combinable, check_record
 
 FORMAT = "dyce-costs"
 VERSION = 1
@@ -148,7 +148,7 @@ class Costs:
 
     # ------------------------------------------------------------- validation
 
-    def check(self, cache, *, allow_mixed: bool = False) -> "Costs":
+    def check(self, cache, *, allow_mixed: bool = False, override: str | None = OVERRIDE_HINT) -> "Costs":
         """Check that these costs fit ``cache``; return self.
 
         Parameters
@@ -157,6 +157,9 @@ class Costs:
         allow_mixed : bool
             Accept a profile made for another backbone or run, with a logged
             warning.
+        override : str or None
+            How the caller's user allows that, appended to the error (None:
+            the caller offers no override, e.g. ``python -m analysis``).
 
         Raises
         ------
@@ -190,7 +193,7 @@ class Costs:
         check_combinable(
             Origin.of_cache(cache, "the cache"),
             Origin(f"the {self.unit} cost profile", self.provenance, None, None, self.backbone),
-            allow_mixed=allow_mixed, error=CostError, require_record=False,
+            allow_mixed=allow_mixed, error=CostError, require_record=False, override=override,
         )
         return self
 
@@ -296,7 +299,7 @@ class Costs:
         with open(path, encoding="utf-8") as fh:
             try:
                 doc = json.load(fh)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:  # e.g. a cache passed for the profile
                 raise CostError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(doc, source=path)
 

@@ -43,8 +43,9 @@ class Evaluation:
         A (Eq. 10), n_correct / (M A_ori); NaN if A_ori = 0. May exceed 1
         when early exits are right where the head is wrong.
     rel_cost : float
-        C (Eq. 11), mean per-sample cost over the original model's cost.
-        Also available as ``rel_macs``.
+        C (Eq. 11), mean per-sample cost over the original model's cost,
+        both in ``unit``. Also available as ``rel_macs`` (its name when every
+        cost was in MACs).
     accuracy : float
         Absolute accuracy n_correct / M (agreement with the head if labels
         are unknown, see ``labels_known``).
@@ -70,6 +71,7 @@ class Evaluation:
         M.
     labels_known : bool
     unit : str
+        Cost unit of ``macs`` and ``cost_sum`` (:mod:`dyce_search.units`).
     conservative_rel_accuracy : float or None
         With ``conservative=alpha``: A with every group's accuracy at its
         Beta lower bound (:mod:`dyce_search.conservative`); f then uses it.
@@ -103,12 +105,13 @@ class Evaluation:
         return self.macs
 
     def to_dict(self) -> dict:
-        """Scalar metrics as plain Python values (per-position arrays as lists)."""
+        """Scalar metrics as plain Python values (per-position arrays as lists), named as in result tables."""
         return {
-            "rel_macs": self.rel_cost,
+            "rel_cost": self.rel_cost,
             "rel_accuracy": self.rel_accuracy,
             "accuracy": self.accuracy,
-            "macs": self.macs,
+            "cost": self.mean_cost,
+            "unit": self.unit,
             "f": self.objective,
             "n_correct": self.n_correct,
             "exits": [int(v) for v in self.exits],

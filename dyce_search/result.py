@@ -23,23 +23,30 @@ from .costs import Costs
 from .errors import CostError, ResultError
 from .objective import check_lambda
 from .provenance import Origin, cache_macs, check_combinable
+from .units import DEFAULT_UNIT
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "dyce-search-result"
-VERSION = 1
+VERSION = 2
+#: Versions load_result reads; version 1 named the cost columns after MACs (:data:`V1_COLUMNS`).
+READABLE = (1, VERSION)
 _PARQUET_KEY = b"dyce-search-result"
 
 #: Columns every table has, in this order; a configuration's own fields first.
 CONFIG_COLUMNS = ("lambda", "method", "objective", "threshold", "exit_types", "thresholds")
-METRIC_COLUMNS = ("rel_macs", "rel_accuracy", "accuracy", "macs", "f", "n_exits", "exits", "seconds")
+METRIC_COLUMNS = ("rel_cost", "rel_accuracy", "accuracy", "cost", "unit", "f", "n_exits", "exits", "seconds")
 COLUMNS = ("lambda", "method", "objective", "threshold", *METRIC_COLUMNS[:-1], "exit_types", "thresholds", "seconds")
 #: Columns a caller must supply to the constructor (the rest are filled in).
-REQUIRED = ("lambda", "method", "objective", "threshold", "rel_macs", "rel_accuracy", "accuracy", "macs", "seconds")
+REQUIRED = ("lambda", "method", "objective", "threshold", "rel_cost", "rel_accuracy", "accuracy", "cost", "seconds")
 #: Metric columns recomputed by :meth:`SearchResult.evaluate`.
-RECOMPUTED = ("rel_macs", "rel_accuracy", "accuracy", "macs", "f", "exits")
-_STR_COLUMNS = ("method", "objective", "threshold")
-_FLOAT_COLUMNS = ("lambda", "rel_macs", "rel_accuracy", "accuracy", "macs", "f", "seconds")
+RECOMPUTED = ("rel_cost", "rel_accuracy", "accuracy", "cost", "unit", "f", "exits")
+#: Version-1 column names and the version-2 names they were renamed to.
+V1_COLUMNS = {"rel_macs": "rel_cost", "macs": "cost", "validation_rel_macs": "validation_rel_cost"}
+_STR_COLUMNS = ("method", "objective", "threshold", "unit")
+_FLOAT_COLUMNS = ("lambda", "rel_cost", "rel_accuracy", "accuracy", "cost", "f", "seconds")
+# Stored once in the metadata (cost_unit), not per row.
+_METADATA_COLUMNS = ("unit",)
 #: Metadata keys a result must carry to be evaluated on another cache.
 _MATCH_KEYS = ("positions", "exit_types", "num_classes")
 
@@ -51,9 +58,11 @@ class SearchResult:
     ----------
     table : pandas.DataFrame
         One row per configuration with at least the columns ``lambda, method,
-        objective, threshold, rel_macs`` (C, Eq. 11), ``rel_accuracy`` (A,
-        Eq. 10), ``accuracy``, ``macs`` (mean cost per sample in
-        ``metadata["cost_unit"]``) and ``seconds``. ``exit_types`` (list[int],
+        objective, threshold, rel_cost`` (C, Eq. 11: the mean cost per sample
+        over the original model's, both in one unit), ``rel_accuracy`` (A,
+        Eq. 10), ``accuracy``, ``cost`` (mean cost per sample in the unit)
+        and ``seconds``. ``unit`` (the cost unit, ``metadata["cost_unit"]``,
+        default ``"macs"``; see :mod:`dyce_search.units`), ``exit_types`` (list[int],
         -1 = none), ``thresholds`` (list[float], NaN where none), ``n_exits``
         (enabled early exits), ``f`` (Eq. 12 at the row's lambda; NaN if
         unknown) and ``exits`` (E_n, Eq. 7, list[int] of P + 1, head last) are
@@ -69,8 +78,9 @@ class SearchResult:
     Raises
     ------
     ResultError
-        If a required column is missing, the lengths differ, or the table's
-        ``exit_types``/``thresholds`` disagree with ``configs``.
+        If a required column is missing, the lengths differ, the table's
+        ``exit_types``/``thresholds`` disagree with ``configs``, or its
+        ``unit`` column with ``metadata["cost_unit"]``.
     """
 
     def __init__(self, table: pd.DataFrame, configs, metadata: dict):
@@ -100,6 +110,7 @@ class SearchResult:
                     if not _same_list(given, expected):
                         raise ResultError(f"row {i}: column {column!r} {list(given)!r} differs from configs[{i}]")
             table[column] = pd.Series(values, index=table.index, dtype=object)
+        table["unit"] = _unit_column(table, metadata)
         if "n_exits" not in table.columns:
             table["n_exits"] = [int(c.enabled.sum()) for c in configs]
         if "f" not in table.columns:
@@ -207,6 +218,11 @@ class SearchResult:
         return dict(self._metadata)
 
     @property
+    def unit(self) -> str:
+        """Cost unit of ``rel_cost``'s numerator and denominator and of ``cost``: ``metadata["cost_unit"]``."""
+        return str(self._metadata.get("cost_unit", DEFAULT_UNIT))
+
+    @property
     def lambdas(self) -> np.ndarray:
         """float64 [len(self)]: lambda of each row."""
         return self._table["lambda"].to_numpy(dtype=np.float64)
@@ -271,8 +287,8 @@ class SearchResult:
         Returns
         -------
         pandas.DataFrame
-            The table with ``rel_macs, rel_accuracy, accuracy, macs, f, exits``
-            recomputed on ``other_cache`` (A_ori and f use that cache; f is
+            The table with ``rel_cost, rel_accuracy, accuracy, cost, unit, f,
+            exits`` recomputed (``unit``: that of ``costs``) on ``other_cache`` (A_ori and f use that cache; f is
             NaN where the objective is undefined there, e.g. A_ori = 0).
 
         Raises
@@ -354,14 +370,14 @@ class SearchResult:
         return costs.adopted_by(cache) if allow_mixed else costs
 
     def pareto(self) -> "SearchResult":
-        """The non-dominated rows (lower ``rel_macs``, higher ``rel_accuracy``), sorted by ``rel_macs``.
+        """The non-dominated rows (lower ``rel_cost``, higher ``rel_accuracy``), sorted by ``rel_cost``.
 
-        A row is dropped if another has rel_macs <= and rel_accuracy >= with
+        A row is dropped if another has rel_cost <= and rel_accuracy >= with
         at least one strict; of rows with identical metrics the first is kept.
         If some rel_accuracy is NaN (A_ori = 0 on the cache), the absolute
         ``accuracy`` ranks the rows instead (the same order whenever A is defined).
         """
-        cost = self._table["rel_macs"].to_numpy(np.float64)
+        cost = self._table["rel_cost"].to_numpy(np.float64)
         acc = self._table["rel_accuracy"].to_numpy(np.float64)
         if np.isnan(acc).any():
             acc = self._table["accuracy"].to_numpy(np.float64)
@@ -384,7 +400,7 @@ class SearchResult:
           :func:`dyce_search.select` fit when their certified ``target`` is
           <= max_drop (cost: their cost on the validation split); a result
           without certification falls back to the search split's figures
-          (drop ``1 - rel_accuracy``, cost ``rel_macs``), which are in-sample.
+          (drop ``1 - rel_accuracy``, cost ``rel_cost``, C of Eq. 11), which are in-sample.
         * ``max_cost``: the most accurate row whose cost is <= max_cost
           (certified rows: the smallest certified drop, then the validation
           accuracy; otherwise the search split's ``rel_accuracy``).
@@ -416,13 +432,13 @@ class SearchResult:
             md = self._metadata
             basis = f"certified (delta={md.get('delta')}, risk={md.get('risk')}) on the validation split"
             drop = t["target"].to_numpy(float)
-            cost = t["validation_rel_macs"].to_numpy(float)
+            cost = t["validation_rel_cost"].to_numpy(float)
             accuracy = -drop + 1e-9 * t["validation_rel_accuracy"].to_numpy(float)
         else:
             basis = "search split (in-sample)"
             accuracy = t["rel_accuracy"].to_numpy(float)
             drop = 1.0 - accuracy
-            cost = t["rel_macs"].to_numpy(float)
+            cost = t["rel_cost"].to_numpy(float)
         rows = np.arange(len(t))
         if max_drop is not None:
             fits = np.flatnonzero(drop <= value + 1e-12)
@@ -443,10 +459,10 @@ class SearchResult:
         t = self._table
         if "certified" in t.columns and "target" in t.columns and bool(t["certified"].all()):
             key_acc = -t["target"].to_numpy(float)
-            cost = t["validation_rel_macs"].to_numpy(float)
+            cost = t["validation_rel_cost"].to_numpy(float)
         else:
             key_acc = t["rel_accuracy"].to_numpy(float)
-            cost = t["rel_macs"].to_numpy(float)
+            cost = t["rel_cost"].to_numpy(float)
         key_acc = np.where(np.isnan(key_acc), -np.inf, key_acc)
         return int(np.lexsort((np.arange(len(t)), cost, -key_acc))[0])
 
@@ -460,7 +476,7 @@ class SearchResult:
     def to_dict(self) -> dict:
         """The JSON document of docs/result-format.md."""
         entries = []
-        extra_columns = [c for c in self._table.columns if c not in CONFIG_COLUMNS]
+        extra_columns = [c for c in self._table.columns if c not in CONFIG_COLUMNS + _METADATA_COLUMNS]
         for i, config in enumerate(self._configs):
             row = self._table.iloc[i]
             cfg = config.to_dict()
@@ -513,6 +529,8 @@ class SearchResult:
 
         arrays, names = [], []
         for column in self._table.columns:
+            if column in _METADATA_COLUMNS:
+                continue
             values = self._table[column].tolist()
             if column == "exit_types":
                 arr = pa.array(values, type=pa.list_(pa.int64()))
@@ -652,16 +670,26 @@ def load_result(path) -> SearchResult:
     return _from_document(doc, path)
 
 
-def _check_header(doc, path) -> dict:
-    check_header(doc, FORMAT, VERSION, path, ResultError)
+def _check_header(doc, path) -> tuple[dict, int]:
+    check_header(doc, FORMAT, READABLE, path, ResultError)
     md = doc.get("metadata")
     if not isinstance(md, dict):
         raise ResultError(f"{path}: field 'metadata' must be an object")
-    return md
+    return md, doc["version"]
+
+
+def _upgrade(table: pd.DataFrame, version: int, path) -> pd.DataFrame:
+    """A table read from a file of ``version`` with the current column names (:data:`V1_COLUMNS`)."""
+    if version == VERSION:
+        return table
+    clash = [new for old, new in V1_COLUMNS.items() if old in table.columns and new in table.columns]
+    if clash:
+        raise ResultError(f"{path}: a version-{version} file with both old and new column names {clash}")
+    return table.rename(columns=V1_COLUMNS)
 
 
 def _from_document(doc, path) -> SearchResult:
-    md = _check_header(doc, path)
+    md, version = _check_header(doc, path)
     entries = doc.get("configurations")
     if not isinstance(entries, list):
         raise ResultError(f"{path}: field 'configurations' must be a list")
@@ -680,7 +708,7 @@ def _from_document(doc, path) -> SearchResult:
         row = {key: entry[key] for key in ("lambda", "method", "objective", "threshold")}
         row.update(metrics)
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = _upgrade(pd.DataFrame(rows), version, path)
     if not rows:
         table = pd.DataFrame(columns=list(REQUIRED))
     return _build(table, configs, md, path, "configurations[{}]")
@@ -701,7 +729,7 @@ def _from_parquet(data: bytes, path) -> SearchResult:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultError(f"{path}: schema metadata {_PARQUET_KEY.decode()!r} is not valid JSON ({e})") from None
-    md = _check_header(header, path)
+    md, version = _check_header(header, path)
     for key in ("exit_types", "thresholds"):
         if key not in table.column_names:
             raise ResultError(f"{path}: lacks column {key!r}")
@@ -711,7 +739,7 @@ def _from_parquet(data: bytes, path) -> SearchResult:
         for i, (k, t) in enumerate(zip(columns["exit_types"], columns["thresholds"]))
     ]
     frame = pd.DataFrame({name: values for name, values in columns.items() if name not in ("exit_types", "thresholds")})
-    return _build(frame, configs, md, path, "row {}")
+    return _build(_upgrade(frame, version, path), configs, md, path, "row {}")
 
 
 def _build(table, configs, md, path, row_name) -> SearchResult:
@@ -723,7 +751,7 @@ def _build(table, configs, md, path, row_name) -> SearchResult:
             bad = [v for v in table[column] if v is not None and (isinstance(v, bool) or not isinstance(v, Real))]
             if bad:
                 raise ResultError(f"{path}: field {column!r} must hold numbers, got {bad[0]!r}")
-    for column in _STR_COLUMNS:
+    for column in (c for c in _STR_COLUMNS if c in table.columns):  # "unit" is metadata, rarely a field
         bad = [v for v in table[column] if not isinstance(v, str)]
         if bad:
             raise ResultError(f"{path}: field {column!r} must hold strings, got {bad[0]!r}")
@@ -795,14 +823,27 @@ def _defined(objective) -> bool:
 
 def _metric_row(ev, config) -> dict:
     return {
-        "rel_macs": ev.rel_cost,
+        "rel_cost": ev.rel_cost,
         "rel_accuracy": ev.rel_accuracy,
         "accuracy": ev.accuracy,
-        "macs": ev.macs,
+        "cost": ev.mean_cost,
+        "unit": ev.unit,
         "f": math.nan if ev.objective is None else ev.objective,
         "n_exits": int(config.enabled.sum()),
         "exits": [int(v) for v in ev.exits],
     }
+
+
+def _unit_column(table: pd.DataFrame, metadata: dict) -> list:
+    """The ``unit`` of every row: ``metadata["cost_unit"]`` (a result has one unit), checked against a given column."""
+    unit = metadata.get("cost_unit", DEFAULT_UNIT)
+    if not isinstance(unit, str) or not unit:
+        raise ResultError(f"metadata 'cost_unit' must be a non-empty string, got {unit!r}")
+    if "unit" in table.columns:
+        for i, given in enumerate(table["unit"]):
+            if given != unit:
+                raise ResultError(f"row {i}: column 'unit' is {given!r} but metadata 'cost_unit' is {unit!r}")
+    return [unit] * len(table)
 
 
 def _same_list(given, expected) -> bool:

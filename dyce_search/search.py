@@ -153,8 +153,8 @@ def run(
     -------
     SearchResult
         ``table`` has one row per lambda with ``lambda, method, objective,
-        threshold, rel_macs`` (C, Eq. 11), ``rel_accuracy`` (A, Eq. 10),
-        ``accuracy, macs, f`` (Eq. 12), ``n_exits, exits`` (E_n), ``exit_types,
+        threshold, rel_cost`` (C, Eq. 11), ``rel_accuracy`` (A, Eq. 10),
+        ``accuracy, cost, unit, f`` (Eq. 12), ``n_exits, exits`` (E_n), ``exit_types,
         thresholds``, ``seconds`` (wall time per lambda: a parallel batch's
         time divided by its size) and the method's own columns
         (``descent``: ``start``, the start whose polish won, and ``sweeps``;

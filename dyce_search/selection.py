@@ -122,7 +122,7 @@ def _head_row(md):
 
     total = Costs.from_dict(md["costs"]).total if md.get("costs") else float(md["total_macs"])
     n = int(md["n_samples"])
-    return {"rel_macs": 1.0, "rel_accuracy": 1.0, "accuracy": float(md["head_accuracy"]), "macs": total,
+    return {"rel_cost": 1.0, "rel_accuracy": 1.0, "accuracy": float(md["head_accuracy"]), "cost": total,
             "f": math.nan, "exits": [0] * len(md["positions"]) + [n]}
 
 
@@ -173,14 +173,14 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
     -------
     SearchResult
         One row per ``max_drop``: the configuration, its search-split metrics
-        (``rel_macs`` ..., ``in-sample``), and ``target`` (max_drop),
+        (``rel_cost`` ..., ``in-sample``), and ``target`` (max_drop),
         ``certified`` (the bound holds w.p. >= 1 - delta: a tested
         candidate or the fallback), ``fallback`` (True: nothing was certified
         and the row is the original model), ``risk_observed`` (q on the
         validation split), ``risk_bound`` (one-sided exact upper bound of q
         at 1 - delta, <= max_drop for a certified candidate), ``p_value``,
         ``tested`` (candidates tested before the procedure stopped),
-        ``validation_rel_macs``, ``validation_rel_accuracy``,
+        ``validation_rel_cost`` (C, Eq. 11), ``validation_rel_accuracy``,
         ``validation_accuracy`` and ``searched_by`` (the candidate's method).
         ``metadata`` adds ``method = "select"``, ``delta``, ``risk``,
         ``procedure`` and ``validation`` (samples digest, size, the n of
@@ -216,7 +216,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
 
     # most to least expensive on the search split: an order the validation data cannot influence
     order = np.lexsort((np.arange(len(table)), -table["rel_accuracy"].to_numpy(float),
-                        -table["rel_macs"].to_numpy(float)))
+                        -table["rel_cost"].to_numpy(float)))
     truth = reference(validation_cache).truth
     risk_counts = RISKS[risk]
     counts = np.array([risk_counts(validation_cache, truth, simulate(validation_cache, configs[i]).pred)
@@ -233,7 +233,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
             j = int(np.flatnonzero(rejected)[-1])  # the cheapest certified candidate
             i = int(order[j])
             config = configs[i]
-            row = {c: table[c].iloc[i] for c in ("lambda", "rel_macs", "rel_accuracy", "accuracy", "macs", "f")}
+            row = {c: table[c].iloc[i] for c in ("lambda", "rel_cost", "rel_accuracy", "accuracy", "cost", "f")}
             row["exits"] = table["exits"].iloc[i]
             k, n = (int(v) for v in counts[j])
             extra = {"fallback": False, "risk_observed": k / n if n else math.nan,
@@ -248,7 +248,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
         rows.append({**row, "method": "select", "objective": table["objective"].iloc[0], "threshold": "exact",
                      "seconds": math.nan, "target": float(m), "certified": True,
                      "tested": min(tested, len(order)), **extra,
-                     "validation_rel_macs": ev.rel_macs, "validation_rel_accuracy": ev.rel_accuracy,
+                     "validation_rel_cost": ev.rel_cost, "validation_rel_accuracy": ev.rel_accuracy,
                      "validation_accuracy": ev.accuracy})
         chosen.append(config)
     result_md = {

@@ -444,8 +444,8 @@ def front(cache, *, lambdas=None, drops=None, objective="paper", costs=None, pos
     Returns
     -------
     SearchResult
-        The non-dominated rows (lower ``rel_macs``, higher ``rel_accuracy``),
-        sorted by ``rel_macs``. ``method`` says where a row comes from:
+        The non-dominated rows (lower ``rel_cost``, higher ``rel_accuracy``),
+        sorted by ``rel_cost``. ``method`` says where a row comes from:
         ``"descent"`` (a sweep result, with its lambda), ``"cheapest"``
         (a target, lambda NaN, ``target`` the drop it was searched for), or
         another pool configuration (``"iterative"``, ``"single_pass"``, ...;

@@ -55,9 +55,9 @@ def tiny_cache(**overrides) -> ExitCache:
     return ExitCache(**fields)
 
 
-def hand_result(rel_macs, rel_accuracy, a_ori=0.8, num_classes=10, lambdas=None) -> SearchResult:
+def hand_result(rel_cost, rel_accuracy, a_ori=0.8, num_classes=10, lambdas=None) -> SearchResult:
     """A SearchResult whose metrics are given directly (configs are all-disabled placeholders)."""
-    n = len(rel_macs)
+    n = len(rel_cost)
     rel_accuracy = np.asarray(rel_accuracy, dtype=float)
     table = pd.DataFrame(
         {
@@ -65,10 +65,10 @@ def hand_result(rel_macs, rel_accuracy, a_ori=0.8, num_classes=10, lambdas=None)
             "method": "single_pass",
             "objective": "paper",
             "threshold": "exact",
-            "rel_macs": rel_macs,
+            "rel_cost": rel_cost,
             "rel_accuracy": rel_accuracy,
             "accuracy": rel_accuracy * a_ori,
-            "macs": np.asarray(rel_macs, dtype=float) * 1e9,
+            "cost": np.asarray(rel_cost, dtype=float) * 1e9,
             "seconds": 0.5,
         }
     )
@@ -119,14 +119,14 @@ def test_threshold_curve_without_labels_measures_agreement_with_head():
 def test_pareto_front_hand_values():
     t = pd.DataFrame(
         {
-            "rel_macs": [0.5, 0.3, 0.3, 0.7, 0.6, 0.9, np.nan],
+            "rel_cost": [0.5, 0.3, 0.3, 0.7, 0.6, 0.9, np.nan],
             "accuracy": [0.70, 0.60, 0.65, 0.69, 0.75, 0.75, 0.99],
         }
     )
     front = curves.pareto_front(t)
     # 0.3 keeps its better tie (0.65); 0.7/0.69 and 0.9/0.75 are dominated; NaN dropped
     assert front.index.tolist() == [2, 0, 4]
-    assert front["rel_macs"].tolist() == [0.3, 0.5, 0.6]
+    assert front["rel_cost"].tolist() == [0.3, 0.5, 0.6]
     assert curves.pareto_front(t.iloc[:0]).empty
 
 
@@ -138,7 +138,7 @@ def test_pareto_front_matches_search_result_pareto():
         result = hand_result(rng.integers(1, 8, n) / 8, rng.integers(5, 10, n) / 10)
         mine = curves.tradeoff_curve(result, pareto=True)
         theirs = result.pareto().table
-        np.testing.assert_array_equal(mine["rel_macs"], theirs["rel_macs"])
+        np.testing.assert_array_equal(mine["rel_cost"], theirs["rel_cost"])
         np.testing.assert_array_equal(mine["rel_accuracy"], theirs["rel_accuracy"])
 
 
@@ -160,7 +160,7 @@ def test_standalone_exits_hand_values():
         ("layer2", "mlp-a"),
     ]
     # (cumulative backbone MACs + exit MACs) / total MACs
-    np.testing.assert_allclose(f["rel_macs"], [0.22, 0.25, 0.64])
+    np.testing.assert_allclose(f["rel_cost"], [0.22, 0.25, 0.64])
     np.testing.assert_allclose(f["accuracy"], [0.5, 1.0, 0.75])
     np.testing.assert_allclose(f["rel_accuracy"], [0.5 / 0.75, 1.0 / 0.75, 1.0])
     # one unknown label: accuracy becomes agreement with the head (0 1 2 1), A_ori = 1, as in the searches
@@ -210,44 +210,44 @@ def test_check_same_model():
 # ------------------------------------------------------------------ Table II
 
 
-def test_required_macs_hand_values_and_not_reached():
+def test_required_cost_hand_values_and_not_reached():
     t = pd.DataFrame(
         {
             "lambda": [0.1, 0.2, 0.3, 0.4, 0.5],
-            "rel_macs": [0.40, 0.55, 0.55, 0.70, 0.95],
+            "rel_cost": [0.40, 0.55, 0.55, 0.70, 0.95],
             "rel_accuracy": [0.90, 0.96, 0.97, 0.985, 0.994],
             "accuracy": [0.72, 0.768, 0.776, 0.788, 0.7952],
         }
     )
-    r = tables.required_macs(t, (0.05, 0.02, 0.005, 0.001))
+    r = tables.required_cost(t, (0.05, 0.02, 0.005, 0.001))
     assert r["reached"].tolist() == [True, True, False, False]
     # drop <= 5%: rows 1 and 2 tie at 0.55; the more accurate (row 2) wins
     assert r["row"].tolist() == [2, 3, -1, -1]
-    np.testing.assert_allclose(r["rel_macs"], [0.55, 0.70, np.nan, np.nan])
+    np.testing.assert_allclose(r["rel_cost"], [0.55, 0.70, np.nan, np.nan])
     np.testing.assert_allclose(r["lambda"], [0.3, 0.4, np.nan, np.nan])
     # 1 - 0.994 = 0.006 > 0.005 -> not reached (and never a silent zero)
-    assert np.isnan(r["rel_macs"].iloc[2])
+    assert np.isnan(r["rel_cost"].iloc[2])
 
 
-def test_required_macs_level_met_exactly_counts_as_reached():
-    t = pd.DataFrame({"rel_macs": [0.8], "rel_accuracy": [1 - 0.02]})
-    assert tables.required_macs(t, (0.02,))["reached"].tolist() == [True]
+def test_required_cost_level_met_exactly_counts_as_reached():
+    t = pd.DataFrame({"rel_cost": [0.8], "rel_accuracy": [1 - 0.02]})
+    assert tables.required_cost(t, (0.02,))["reached"].tolist() == [True]
 
 
-def test_required_macs_ignores_rows_without_finite_metrics():
-    t = pd.DataFrame({"rel_macs": [np.nan, np.inf], "rel_accuracy": [1.0, 1.0]})
-    r = tables.required_macs(t)
-    assert not r["reached"].any() and r["rel_macs"].isna().all()
+def test_required_cost_ignores_rows_without_finite_metrics():
+    t = pd.DataFrame({"rel_cost": [np.nan, np.inf], "rel_accuracy": [1.0, 1.0]})
+    r = tables.required_cost(t)
+    assert not r["reached"].any() and r["rel_cost"].isna().all()
     wide = tables.table_ii_wide(tables.table_ii({"m": hand_result([np.nan], [1.0])}))
     assert wide.loc["m"].tolist()[1:] == ["not reached"] * 3
 
 
-def test_required_macs_rejects_bad_levels():
-    t = pd.DataFrame({"rel_macs": [0.8], "rel_accuracy": [1.0]})
+def test_required_cost_rejects_bad_levels():
+    t = pd.DataFrame({"rel_cost": [0.8], "rel_accuracy": [1.0]})
     with pytest.raises(ValueError, match="levels"):
-        tables.required_macs(t, (1.5,))
+        tables.required_cost(t, (1.5,))
     with pytest.raises(ResultError, match="rel_accuracy"):
-        tables.required_macs(t.drop(columns="rel_accuracy"))
+        tables.required_cost(t.drop(columns="rel_accuracy"))
 
 
 def test_table_ii_text_and_class_check():

@@ -255,4 +255,7 @@ def test_status_goes_to_stderr_and_search_bars_move_inside_steps(cache_files, tm
     # every search after the compile warm-up may draw its own per-lambda bar (tqdm decides: a terminal only)
     wanted = {desc for desc, progress in asked if progress is None}
     assert {"front: descent sweep", "iterative search", "single_pass search"} <= wanted, asked
-    assert _run_options(ReportOptions(lambdas=[0.5], progress=False))["progress"] is False
+    from analysis.report import NamedCache
+
+    quiet = ReportOptions(lambdas=[0.5], progress=False)
+    assert _run_options(quiet, NamedCache("m", None))["progress"] is False

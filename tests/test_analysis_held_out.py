@@ -43,8 +43,8 @@ def test_held_out_curve_measures_the_search_front_unchanged(splits):
     measured = result.evaluate(test).reset_index(drop=True)
     for _, r in curve.iterrows():
         assert r["accuracy"] == pytest.approx(measured["accuracy"].iloc[int(r["row"])])
-        assert r["rel_macs"] == pytest.approx(measured["rel_macs"].iloc[int(r["row"])])
-    assert (np.diff(curve["rel_macs"]) >= 0).all()
+        assert r["rel_cost"] == pytest.approx(measured["rel_cost"].iloc[int(r["row"])])
+    assert (np.diff(curve["rel_cost"]) >= 0).all()
     assert curve.attrs["base_accuracy"] == pytest.approx(curves.head_accuracy(test))
     # exact binomial intervals, as scipy computes them
     for _, r in curve.iloc[[0, len(curve) // 2, -1]].iterrows():
@@ -103,7 +103,7 @@ def test_ensemble_display_on_test_split(splits):
 def _naive_levels(result, cache, levels):
     """Cheapest configuration (or the original model) meeting each level on ``cache``, by brute force."""
     measured = result.evaluate(cache)
-    costs = list(measured["rel_macs"]) + [1.0]
+    costs = list(measured["rel_cost"]) + [1.0]
     drops = list(1 - measured["rel_accuracy"]) + [0.0]
     return [min(c for c, d in zip(costs, drops) if d <= level + 1e-12) for level in levels]
 
@@ -112,7 +112,7 @@ def test_held_out_levels_against_brute_force_with_bootstrap_interval(splits):
     _, _, test, result = splits
     levels = (0.2, 0.05, 0.01, 0.0)
     t = tables.held_out_levels(result, test, levels, n_boot=200, seed=3)
-    np.testing.assert_allclose(t["rel_macs"], _naive_levels(result, test, levels))
+    np.testing.assert_allclose(t["rel_cost"], _naive_levels(result, test, levels))
     assert t["reached"].all()
     for _, r in t.iterrows():  # the chosen configuration's accuracy, with its exact interval
         ci = binomtest(int(round(r["accuracy"] * test.n_samples)), test.n_samples).proportion_ci(0.95, "exact")
@@ -131,7 +131,7 @@ def test_bootstrap_interval_covers_the_population_level():
     search = make_cache(backbone="resnet18", n_samples=1500, n_classes=20, seed=11)
     result = front(search, lambdas=np.linspace(0, 1, 6), progress=False)
     population = make_cache(backbone="resnet18", n_samples=40_000, n_classes=20, seed=12)
-    truth = tables.held_out_levels(result, population, (0.05,), n_boot=1)["rel_macs"].iloc[0]
+    truth = tables.held_out_levels(result, population, (0.05,), n_boot=1)["rel_cost"].iloc[0]
     covered = 0
     draws = 12
     for seed in range(draws):
@@ -147,19 +147,19 @@ def test_certified_levels_and_held_out_table_ii(splits):
     selected = select(result, validation, max_drop=list(levels), delta=0.1)
     cert = tables.certified_levels(selected, test)
     measured = selected.evaluate(test)
-    np.testing.assert_allclose(cert["rel_macs"], measured["rel_macs"])
+    np.testing.assert_allclose(cert["rel_cost"], measured["rel_cost"])
     np.testing.assert_array_equal(cert["held"], 1 - measured["rel_accuracy"].to_numpy() <= np.array(levels) + 1e-12)
     assert cert["fallback"].tolist() == selected.table["fallback"].tolist()
     assert (cert["accuracy_low"] <= cert["accuracy"]).all() and (cert["accuracy"] <= cert["accuracy_high"]).all()
     # 0.1 % cannot be certified from 1500 samples (0.999^n > 0.1 needs n < 2302): the original model
-    assert cert["fallback"].iloc[-1] and cert["rel_macs"].iloc[-1] == pytest.approx(1.0)
-    assert not cert["fallback"].iloc[0] and cert["rel_macs"].iloc[0] < 1.0
+    assert cert["fallback"].iloc[-1] and cert["rel_cost"].iloc[-1] == pytest.approx(1.0)
+    assert not cert["fallback"].iloc[0] and cert["rel_cost"].iloc[0] < 1.0
 
     targets = tables.table_ii({"m": result}, levels)  # stand-in for cheapest(): any search-split result
     long = tables.table_ii_held_out("m", result, result, selected, test, levels, n_boot=100)
     bases = list(dict.fromkeys(long["basis"]))
     assert bases == [tables.IN_SAMPLE_BASIS, tables.HELD_OUT_BASIS, tables.certified_basis(0.1)]
-    np.testing.assert_allclose(long[long["basis"] == tables.IN_SAMPLE_BASIS]["rel_macs"], targets["rel_macs"])
+    np.testing.assert_allclose(long[long["basis"] == tables.IN_SAMPLE_BASIS]["rel_cost"], targets["rel_cost"])
     assert long[long["basis"] != tables.IN_SAMPLE_BASIS]["base_accuracy"].eq(curves.head_accuracy(test)).all()
     wide = tables.table_ii_wide(long)
     assert list(wide.columns[:2]) == ["basis", "base accuracy"]
@@ -175,7 +175,7 @@ def test_certified_levels_and_held_out_table_ii(splits):
 
 def test_wide_table_marks_a_certified_level_the_test_split_exceeds():
     long = pd.DataFrame({"model": "m", "basis": "certified", "base_accuracy": 0.9, "level": [0.05, 0.01],
-                         "reached": True, "rel_macs": [0.4, 1.0], "held": [False, True], "fallback": [False, True]})
+                         "reached": True, "unit": "macs", "rel_cost": [0.4, 1.0], "held": [False, True], "fallback": [False, True]})
     wide = tables.table_ii_wide(long)
     assert wide.iloc[0, 2:].tolist() == ["40.0% — exceeded on test", "100.0% (no exit certified)"]
 
@@ -190,7 +190,7 @@ def test_generalisation_display_marks_certified_configurations(splits):
     assert sorted(f[f["split"] == curves.HELD_OUT]["row"]) == sorted(f[f["split"] == curves.IN_SAMPLE]["row"])
     assert set(d.lines_) == {curves.HELD_OUT, curves.IN_SAMPLE}
     assert d.lines_[curves.IN_SAMPLE].get_linestyle() == "--"
-    np.testing.assert_allclose(d.certified_.get_xdata(), selected.evaluate(test)["rel_macs"])
+    np.testing.assert_allclose(d.certified_.get_xdata(), selected.evaluate(test)["rel_cost"])
     assert d.base_accuracy[curves.HELD_OUT] == pytest.approx(curves.head_accuracy(test))
     plt.close(d.figure_)
     with pytest.raises(CacheError):

@@ -159,12 +159,12 @@ def test_search_prints_summary_and_saves(tmp_path, capsys, cache_files):
     header = captured.out.splitlines()[0].split()
     assert header == [
         "lambda",
-        "rel_macs",
+        "rel_cost",
         "rel_accuracy",
         "accuracy",
         "n_exits",
         "seconds",
-        "test_rel_macs",
+        "test_rel_cost",
         "test_rel_accuracy",
         "test_accuracy",
     ]
@@ -177,7 +177,7 @@ def test_search_prints_summary_and_saves(tmp_path, capsys, cache_files):
     assert result.metadata["positions"] == list(calibration.positions)
     test_table = result.evaluate(test)
     for row, expected in zip(rows, test_table.itertuples()):
-        assert float(row[6]) == pytest.approx(expected.rel_macs, abs=5e-5)
+        assert float(row[6]) == pytest.approx(expected.rel_cost, abs=5e-5)
         assert float(row[7]) == pytest.approx(expected.rel_accuracy, abs=5e-5)
     assert json.loads(out.read_text())["format"] == "dyce-search-result"
 
@@ -222,7 +222,7 @@ def test_cost_profile_is_used(tmp_path, capsys, cache_files):
     assert status == 0, capsys.readouterr().err
     result = load_result(out)
     assert result.metadata["cost_unit"] == "ms"
-    assert result.table["macs"][0] == pytest.approx(result.table["rel_macs"][0] * profile.total, rel=1e-12)
+    assert result.table["cost"][0] == pytest.approx(result.table["rel_cost"][0] * profile.total, rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_budget_targets(tmp_path, capsys, cache_files, options, column, values):
     if options[0] == "--max-drop":
         assert (1 - result.table["rel_accuracy"] <= result.table["target"] + 1e-12).all()
     else:
-        assert (result.table["rel_macs"] <= result.table["target"] + 1e-12).all()
+        assert (result.table["rel_cost"] <= result.table["target"] + 1e-12).all()
 
 
 def test_front(tmp_path, capsys, cache_files):
@@ -255,7 +255,7 @@ def test_front(tmp_path, capsys, cache_files):
                  "--out", str(out)]) == 0
     result = load_result(out)
     assert result.metadata["method"] == "front"
-    assert (np.diff(result.table["rel_macs"].to_numpy()) >= 0).all()
+    assert (np.diff(result.table["rel_cost"].to_numpy()) >= 0).all()
 
 
 def test_select_on_writes_a_certified_result(tmp_path, capsys, cache_files):
@@ -265,7 +265,7 @@ def test_select_on_writes_a_certified_result(tmp_path, capsys, cache_files):
                    "--max-drop", "0.05,0.2", "--lambdas", "0:1:0.25", "--out", str(out)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert captured.out.splitlines()[0].split()[:3] == ["target", "rel_macs", "rel_accuracy"]
+    assert captured.out.splitlines()[0].split()[:3] == ["target", "rel_cost", "rel_accuracy"]
     result = load_result(out)
     assert result.metadata["method"] == "select" and result.table["certified"].all()
     assert result.table["target"].tolist() == [0.05, 0.2]

@@ -74,8 +74,8 @@ def test_from_configs_table_matches_evaluate(data):
                 evaluate(cache, config, lam=row["lambda"])
             ev = evaluate(cache, config)
             assert math.isnan(row["f"])
-        assert row["rel_macs"] == ev.rel_cost and np.array_equal(row["rel_accuracy"], ev.rel_accuracy, equal_nan=True)
-        assert row["accuracy"] == ev.accuracy and row["macs"] == ev.macs
+        assert row["rel_cost"] == ev.rel_cost and np.array_equal(row["rel_accuracy"], ev.rel_accuracy, equal_nan=True)
+        assert row["accuracy"] == ev.accuracy and row["cost"] == ev.macs
         assert row["exits"] == ev.exits.tolist()
         assert row["n_exits"] == int(config.enabled.sum())
         assert row["exit_types"] == config.exit_types.tolist()
@@ -102,13 +102,13 @@ def test_file_round_trip_is_exact(tmp_path_factory, data, suffix):
     if suffix == ".json" and len(result):
         # readable without this package: plain JSON with null for disabled positions
         doc = json.loads(path.read_text())
-        assert doc["format"] == "dyce-search-result" and doc["version"] == 1
+        assert doc["format"] == "dyce-search-result" and doc["version"] == 2
         entry = doc["configurations"][0]
         config = result.configs[0]
         assert entry["lambda"] == result.table["lambda"][0]
         assert entry["exit_types"] == config.exit_types.tolist()
         assert entry["thresholds"] == [None if k < 0 else t for k, t in zip(config.exit_types, config.thresholds)]
-        assert set(entry["metrics"]) >= {"rel_macs", "rel_accuracy", "accuracy", "macs", "seconds"}
+        assert set(entry["metrics"]) >= {"rel_cost", "rel_accuracy", "accuracy", "cost", "seconds"}
 
 
 def test_extra_columns_and_nan_survive_files(tmp_path):
@@ -135,13 +135,13 @@ def test_pareto_matches_brute_force(data):
     _, result = _result(data)
     table = result.table
     accuracy = table["accuracy"] if table["rel_accuracy"].isna().any() else table["rel_accuracy"]
-    expected = naive.pareto_rows(table["rel_macs"].tolist(), accuracy.tolist())
+    expected = naive.pareto_rows(table["rel_cost"].tolist(), accuracy.tolist())
     front = result.pareto()
     assert isinstance(front, SearchResult)
     assert front.table["lambda"].tolist() == [table["lambda"][i] for i in expected]
     assert front.configs == [result.configs[i] for i in expected]
     assert front.metadata == result.metadata
-    assert front.table["rel_macs"].is_monotonic_increasing
+    assert front.table["rel_cost"].is_monotonic_increasing
 
 
 def test_pareto_on_hand_made_points():
@@ -152,10 +152,10 @@ def test_pareto_on_hand_made_points():
             "method": "m",
             "objective": "paper",
             "threshold": "exact",
-            "rel_macs": [0.5, 0.3, 0.3, 0.9, 0.5, 0.2],
+            "rel_cost": [0.5, 0.3, 0.3, 0.9, 0.5, 0.2],
             "rel_accuracy": [0.9, 0.8, 0.85, 0.9, 0.9, 0.5],
             "accuracy": 0.0,
-            "macs": 0.0,
+            "cost": 0.0,
             "seconds": 0.0,
         }
     )
@@ -231,7 +231,7 @@ def test_evaluate_on_another_cache(data):
         except ValueError:  # A_ori = 0 on this split: f and A undefined
             ev = evaluate(other, config)
         np.testing.assert_array_equal(
-            table.loc[i, ["rel_accuracy", "rel_macs", "accuracy", "macs", "f"]].to_numpy(float),
+            table.loc[i, ["rel_accuracy", "rel_cost", "accuracy", "cost", "f"]].to_numpy(float),
             [ev.rel_accuracy, ev.rel_macs, ev.accuracy, ev.macs, np.nan if ev.objective is None else ev.objective],
         )
         assert table["exits"][i] == ev.exits.tolist()
@@ -262,21 +262,21 @@ def test_evaluate_uses_the_stored_cost_profile():
     result = SearchResult.from_configs(cache, [config], [0.5], method="single_pass", threshold="exact", costs=costs)
     assert result.metadata["cost_unit"] == "ms"
     table = result.evaluate(cache)
-    assert table["macs"][0] == evaluate(cache, config, costs).macs
+    assert table["cost"][0] == evaluate(cache, config, costs).macs
     with pytest.raises(ResultError, match="searched in cost unit 'ms'; evaluating it in 'macs'"):
         result.evaluate(cache, Costs.from_cache(cache))
     macs = result.evaluate(cache, Costs.from_cache(cache), allow_mixed=True)
-    assert macs["macs"][0] == evaluate(cache, config).macs
+    assert macs["cost"][0] == evaluate(cache, config).macs
 
 
 def test_constructor_validation():
     base = pd.DataFrame(
-        {c: [0.0] for c in ("lambda", "rel_macs", "rel_accuracy", "accuracy", "macs", "seconds")}
+        {c: [0.0] for c in ("lambda", "rel_cost", "rel_accuracy", "accuracy", "cost", "seconds")}
         | {"method": ["m"], "objective": ["paper"], "threshold": ["exact"]}
     )
     cfg = Config.empty(2)
-    with pytest.raises(ResultError, match=r"lacks the column\(s\) \['rel_macs'\]"):
-        SearchResult(base.drop(columns="rel_macs"), [cfg], {})
+    with pytest.raises(ResultError, match=r"lacks the column\(s\) \['rel_cost'\]"):
+        SearchResult(base.drop(columns="rel_cost"), [cfg], {})
     with pytest.raises(ResultError, match="1 rows but there are 2"):
         SearchResult(base, [cfg, cfg], {})
     with pytest.raises(ResultError, match="column 'exit_types'"):
@@ -310,7 +310,7 @@ def test_save_refuses_unknown_extension_and_is_atomic(tmp_path, monkeypatch):
 def _valid_doc():
     return {
         "format": "dyce-search-result",
-        "version": 1,
+        "version": 2,
         "metadata": {"method": "single_pass"},
         "configurations": [
             {
@@ -320,7 +320,7 @@ def _valid_doc():
                 "threshold": "exact",
                 "exit_types": [0, -1],
                 "thresholds": [0.25, None],
-                "metrics": {"rel_macs": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "macs": 10.0, "seconds": 0.1},
+                "metrics": {"rel_cost": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "cost": 10.0, "seconds": 0.1},
             }
         ],
     }
@@ -338,7 +338,7 @@ def _broken(path_fn):
         ("{", "neither Parquet nor valid JSON"),
         ([], "expected a JSON object"),
         (_broken(lambda d: d.update(format="x")), "field 'format' must be 'dyce-search-result'"),
-        (_broken(lambda d: d.update(version=2)), "unsupported 'version' 2"),
+        (_broken(lambda d: d.update(version=3)), "unsupported 'version' 3"),
         (_broken(lambda d: d.pop("metadata")), "field 'metadata' must be an object"),
         (_broken(lambda d: d.update(configurations={})), "field 'configurations' must be a list"),
         (_broken(lambda d: d["configurations"][0].pop("lambda")), r"configurations\[0\] lacks field 'lambda'"),
@@ -346,7 +346,7 @@ def _broken(path_fn):
         (_broken(lambda d: d["configurations"][0].update(exit_types=[0.5, -1])), r"configurations\[0\]: field 'exit_types'"),
         (_broken(lambda d: d["configurations"][0].update(thresholds=[0.5])), "'exit_types' has 2 entries but 'thresholds' has 1"),
         (_broken(lambda d: d["configurations"][0].update(thresholds=[None, None])), "every enabled position needs a threshold"),
-        (_broken(lambda d: d["configurations"][0]["metrics"].pop("rel_macs")), r"lacks field\(s\) \['rel_macs'\]"),
+        (_broken(lambda d: d["configurations"][0]["metrics"].pop("rel_cost")), r"lacks field\(s\) \['rel_cost'\]"),
         (_broken(lambda d: d["configurations"][0]["metrics"].update(accuracy="high")), "field 'accuracy' must hold numbers"),
         (_broken(lambda d: d["configurations"][0].update(method=3)), "field 'method' must hold strings"),
         (_broken(lambda d: d["configurations"][0].update(metrics=[])), r"configurations\[0\].metrics must be an object"),

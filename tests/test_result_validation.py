@@ -21,12 +21,12 @@ def _doc():
     def entry(lam, k, t):
         return {
             "lambda": lam, "method": "hand", "objective": "paper", "threshold": "exact", "exit_types": k,
-            "thresholds": t, "metrics": {"rel_macs": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "macs": 1.0,
+            "thresholds": t, "metrics": {"rel_cost": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "cost": 1.0,
                                          "seconds": 0.0},
         }
 
     return {
-        "format": "dyce-search-result", "version": 1, "metadata": dict(METADATA),
+        "format": "dyce-search-result", "version": 2, "metadata": dict(METADATA),
         "configurations": [entry(0.0, [-1, -1, -1], [None] * 3), entry(0.5, [0, -1, 1], [0.25, None, 0.75]),
                            entry(None, [1, 1, 1], [0.5, 0.5, 0.5])],
     }
@@ -108,7 +108,7 @@ def test_valid_document_loads_with_null_lambda_and_null_thresholds_where_disable
 def test_saved_result_with_a_bad_row_does_not_load_back(tmp_path, suffix):
     """What the constructor accepts in memory is refused when read from a file, in both formats."""
     table = pd.DataFrame({"lambda": [0.25, 1.5], "method": "hand", "objective": "paper", "threshold": "exact",
-                          "rel_macs": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "macs": 1.0, "seconds": 0.0})
+                          "rel_cost": 0.5, "rel_accuracy": 0.9, "accuracy": 0.8, "cost": 1.0, "seconds": 0.0})
     configs = [Config(np.array([0, -1, -1]), np.array([0.5, np.nan, np.nan])), Config.empty(3)]
     path = tmp_path / f"r{suffix}"
     SearchResult(table, configs, dict(METADATA)).save(path)

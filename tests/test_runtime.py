@@ -216,10 +216,10 @@ def test_starts_in_the_most_accurate_configuration_and_switches_by_budget(tiny):
     table = result.table
     start = model.active
     assert table["rel_accuracy"].iloc[start] == table["rel_accuracy"].max()
-    assert table["rel_macs"].iloc[start] == table.loc[table["rel_accuracy"] == table["rel_accuracy"].max(),
-                                                      "rel_macs"].min()
+    assert table["rel_cost"].iloc[start] == table.loc[table["rel_accuracy"] == table["rel_accuracy"].max(),
+                                                      "rel_cost"].min()
     for budget in (0.3, 0.6, 1.0):
-        fits = table[table["rel_macs"] <= budget]
+        fits = table[table["rel_cost"] <= budget]
         if fits.empty:
             with pytest.raises(UnknownConfigError, match="costs <="):
                 model.use(max_cost=budget)
@@ -232,7 +232,7 @@ def test_starts_in_the_most_accurate_configuration_and_switches_by_budget(tiny):
         fits = table[drop <= level + 1e-12]
         if not fits.empty:
             model.use(max_drop=level)
-            assert table["rel_macs"].iloc[model.active] == fits["rel_macs"].min()
+            assert table["rel_cost"].iloc[model.active] == fits["rel_cost"].min()
     with pytest.raises(ValueError, match="at most one"):
         model.use(1, max_drop=0.1)
 
@@ -408,7 +408,7 @@ def test_digits_run_switches_by_certified_budget(digits_run):
     assert table["target"].iloc[model.active] == 0.02  # the strongest certificate first
     model.use(max_drop=0.1)
     fits = table[table["target"] <= 0.1]
-    assert table["validation_rel_macs"].iloc[model.active] == fits["validation_rel_macs"].min()
+    assert table["validation_rel_cost"].iloc[model.active] == fits["validation_rel_cost"].min()
     assert model.selection_basis.startswith("certified (delta=0.1, risk=accuracy)")
     with pytest.raises(UnknownConfigError, match="drop <= 0.01"):
         model.use(max_drop=0.01)

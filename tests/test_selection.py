@@ -133,7 +133,7 @@ def test_select_certifies_the_cheapest_candidate_the_sequence_reaches(searched):
     assert result.metadata["method"] == "select" and result.metadata["delta"] == 0.1
     # recompute the procedure by hand: most to least expensive on the search split, exact p-values
     ft = front.table
-    order = np.lexsort((np.arange(len(ft)), -ft["rel_accuracy"].to_numpy(), -ft["rel_macs"].to_numpy()))
+    order = np.lexsort((np.arange(len(ft)), -ft["rel_accuracy"].to_numpy(), -ft["rel_cost"].to_numpy()))
     head_right = validation.final_pred == validation.label
     for row, config in zip(table.itertuples(), result.configs):
         chosen = None
@@ -149,14 +149,14 @@ def test_select_certifies_the_cheapest_candidate_the_sequence_reaches(searched):
             assert not row.fallback and config == front.configs[chosen]
             assert row.risk_bound <= row.target < 1
     # looser targets never cost more
-    assert (np.diff(table["rel_macs"].to_numpy()) <= 1e-12).all()
+    assert (np.diff(table["rel_cost"].to_numpy()) <= 1e-12).all()
 
 
 def test_select_falls_back_to_the_head_when_nothing_is_certified(searched):
     _, validation, _, front = searched
     result = ds.select(front, validation, 0.0)  # no drop at all can never be certified by a test
     row = result.table.iloc[0]
-    assert row["fallback"] and row["certified"] and row["rel_macs"] == 1.0 and row["validation_rel_macs"] == 1.0
+    assert row["fallback"] and row["certified"] and row["rel_cost"] == 1.0 and row["validation_rel_cost"] == 1.0
     assert not result.configs[0].enabled.any()
 
 
@@ -247,7 +247,7 @@ def test_select_coverage_over_200_validation_draws():
         v_right = validation.final_pred == validation.label
         v_harm = np.array([np.count_nonzero(v_right & (simulate(validation, c).pred != validation.label))
                            for c in front.configs]) / v_right.sum()
-        cost = front.table["rel_macs"].to_numpy()
+        cost = front.table["rel_cost"].to_numpy()
         for j, (target, config, row) in enumerate(zip(targets, result.configs, result.table.itertuples())):
             if not row.fallback:
                 i = next(i for i, c in enumerate(front.configs) if c == config)

@@ -85,7 +85,7 @@ def test_most_accurate_keeps_its_budget_exactly_and_no_single_change_is_more_acc
         fits = [(a, b) for a, b in fits if b <= limit]
         if result.table["feasible"].iloc[j]:
             assert cs <= limit
-            assert result.table["rel_macs"].iloc[j] <= budget + 1e-9
+            assert result.table["rel_cost"].iloc[j] <= budget + 1e-9
             assert naive_search.constrained_improvement(prob, k, t, allowed, max_cost=limit) is None
             for a, _ in fits:
                 assert nc >= a
@@ -121,10 +121,10 @@ def test_targets_reach_what_no_lambda_reaches_on_a_synthetic_cache():
     gains = []
     for j, drop in enumerate(drops):
         ok = sweep[1 - sweep["rel_accuracy"] <= drop + 1e-12]
-        gains.append(ok["rel_macs"].min() - result.table["rel_macs"].iloc[j])
+        gains.append(ok["rel_cost"].min() - result.table["rel_cost"].iloc[j])
     assert min(gains) >= 0 and max(gains) > 0
     # given cheapest's configurations as starts, most_accurate at their costs is at least as accurate
-    back = most_accurate(cache, result.table["rel_macs"].to_list(), starts=result, progress=False)
+    back = most_accurate(cache, result.table["rel_cost"].to_list(), starts=result, progress=False)
     assert (back.table["rel_accuracy"].to_numpy() >= result.table["rel_accuracy"].to_numpy() - 1e-12).all()
 
 
@@ -133,7 +133,7 @@ def test_front_is_non_dominated_and_dominates_the_sweep():
     fr = front(cache, lambdas=np.linspace(0, 1, 21), progress=False)
     t = fr.table
     assert fr.metadata["method"] == "front"
-    assert (np.diff(t["rel_macs"].to_numpy()) >= 0).all() and (np.diff(t["rel_accuracy"].to_numpy()) > 0).all()
+    assert (np.diff(t["rel_cost"].to_numpy()) >= 0).all() and (np.diff(t["rel_accuracy"].to_numpy()) > 0).all()
     assert set(t["method"]) <= {"descent", "cheapest", "single_pass", "baseline", "iterative", "original model"}
     assert (t["method"] == "cheapest").any()
     assert t.loc[t["method"] == "cheapest", "lambda"].isna().all()
@@ -141,9 +141,9 @@ def test_front_is_non_dominated_and_dominates_the_sweep():
     for method, threshold in (("descent", "exact"), ("single_pass", "exact"), ("single_pass", "bounded"),
                               ("baseline", "exact"), ("iterative", "exact")):
         sweep = run(cache, lambdas, method=method, threshold=threshold, progress=False).table
-        for cost, acc in zip(sweep["rel_macs"], sweep["rel_accuracy"]):
+        for cost, acc in zip(sweep["rel_cost"], sweep["rel_accuracy"]):
             # every configuration of the sweep and its starts is matched or beaten by a front row
-            assert ((t["rel_macs"] <= cost + 1e-12) & (t["rel_accuracy"] >= acc - 1e-12)).any(), (method, cost, acc)
+            assert ((t["rel_cost"] <= cost + 1e-12) & (t["rel_accuracy"] >= acc - 1e-12)).any(), (method, cost, acc)
 
 
 def test_infeasible_budget_is_reported_not_hidden():
@@ -151,7 +151,7 @@ def test_infeasible_budget_is_reported_not_hidden():
     result = most_accurate(cache, [1e-6, 0.9], progress=False)
     feasible = result.table["feasible"].to_list()
     assert feasible == [False, True]
-    assert result.table["rel_macs"].iloc[0] > 1e-6
+    assert result.table["rel_cost"].iloc[0] > 1e-6
 
 
 @pytest.mark.parametrize(
@@ -188,4 +188,4 @@ def test_targets_are_thread_count_independent():
     finally:
         numba.set_num_threads(before)
     assert all(a == b for a, b in zip(out[0].configs, out[1].configs))
-    assert math.isclose(out[0].table["rel_macs"].sum(), out[1].table["rel_macs"].sum(), rel_tol=0, abs_tol=0)
+    assert math.isclose(out[0].table["rel_cost"].sum(), out[1].table["rel_cost"].sum(), rel_tol=0, abs_tol=0)
