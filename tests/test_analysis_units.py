@@ -190,7 +190,7 @@ def test_cli_costs_labels_a_models_figures_and_tables_in_its_unit(cli_files, tmp
     (["{r50}", "--costs", "{foreign}"], r"r34-ms.json for 'resnet50 \(synthetic\)' does not fit its search cache: "
                                         r".*backbones differ \('resnet50' vs 'resnet34'\)[^-]*$"),
     (["{r18}", "--costs", "{profile}"], r"costs are for 15 positions x 5 exit types, the cache has 7 x 5"),
-    (["{r50}", "--costs", "{profile}", "{profile}"], r"2 --costs profiles for 1 CACHE arguments"),
+    (["{r50}", "--costs", "{profile}", "--costs", "{profile}"], r"2 --costs profiles for 1 CACHE arguments"),
     (["{r50}", "--costs", "{r50}"], r"r50.parquet: not valid JSON"),
 ])
 def test_cli_refuses_a_profile_that_does_not_fit_before_searching(cli_files, tmp_path, capsys, argv, message):
