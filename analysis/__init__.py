@@ -31,6 +31,7 @@ _LAZY = {
     "GeneralisationDisplay": "displays",
     "ExitDistributionDisplay": "displays",
     "single_type_baseline": "searches",
+    "save_figure_file": "figure_files",
     "build_report": "report",
     "ReportOptions": "report",
 }

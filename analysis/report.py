@@ -29,7 +29,6 @@ reported number is measured on samples that chose it.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
@@ -43,6 +42,7 @@ import pandas as pd
 from dyce_search import CacheError
 
 from . import curves, tables
+from .figure_files import FORMATS, save_figure_file
 from .searches import method_curves
 from .displays import (
     EnsembleDisplay,
@@ -59,7 +59,6 @@ from .displays import (
 PAPER_LAMBDAS = np.round(np.linspace(0.0, 1.0, 101), 10)
 #: Seeding grid of Table II's cheapest() next to the front's configurations.
 TABLE_II_LAMBDAS = np.round(np.linspace(0.0, 1.0, 21), 10)
-PNG_DPI = 200
 
 
 @dataclass
@@ -194,14 +193,13 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def save_figure(display, out: Path, stem: str) -> list[Path]:
-    """Save a plotted display as ``figures/<stem>.png`` and ``.pdf`` and its data as ``data/<stem>.csv``."""
+    """Save a plotted display as ``figures/<stem>.png`` and ``.pdf`` and its data as ``data/<stem>.csv``.
+
+    The figure files are reproducible (:mod:`analysis.figure_files`): the same figure, the same bytes.
+    """
     import matplotlib.pyplot as plt
 
-    paths = []
-    for ext, kw in (("png", {"dpi": PNG_DPI}), ("pdf", {})):
-        buf = io.BytesIO()
-        display.figure_.savefig(buf, format=ext, **kw)
-        paths.append(_write_bytes(out / "figures" / f"{stem}.{ext}", buf.getvalue()))
+    paths = [save_figure_file(display.figure_, out / "figures" / f"{stem}.{ext}") for ext in FORMATS]
     plt.close(display.figure_)
     paths.append(_write_text(out / "data" / f"{stem}.csv", display.frame.to_csv(index=False)))
     return paths
