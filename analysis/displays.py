@@ -123,30 +123,49 @@ def model_label(metadata: Mapping) -> str:
 # ------------------------------------------------------------------- Fig. 3
 
 
+def tail_label(threshold: float, n: int) -> str:
+    """``"n = 123 samples with c ≥ 0.99"``: what the right end of a Fig. 3 curve rests on."""
+    return f"n = {int(n):,} sample{'' if int(n) == 1 else 's'} with c ≥ {threshold:g}"
+
+
 class ThresholdCurveDisplay:
     """Accuracy and fraction of samples exited at one exit vs its threshold (Fig. 3).
+
+    The x-axis spans the thresholds of ``frame`` (by default where the
+    exit's confidences are, :func:`analysis.curves.confidence_range`); the
+    high-threshold tail is marked with the number of samples it rests on.
 
     Parameters
     ----------
     frame : DataFrame
         Output of :func:`analysis.curves.threshold_curve`.
     title : str, optional
+    tail : DataFrame, optional
+        :func:`analysis.curves.threshold_tail` rows: thresholds marked with
+        their sample counts (``n_exited`` samples with confidence c >= t).
     """
 
-    def __init__(self, frame: pd.DataFrame, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, title: str | None = None, tail: pd.DataFrame | None = None):
         self.frame = frame
         self.title = title
+        self.tail = tail
 
     @classmethod
     def from_cache(cls, cache, position=0, exit_type=None, thresholds=None, title=None):
-        """Compute the curve of exit (``position``, ``exit_type``); see :func:`~analysis.curves.threshold_curve`."""
+        """Compute the curve of exit (``position``, ``exit_type``) and its tail counts.
+
+        See :func:`~analysis.curves.threshold_curve`; the tail thresholds are
+        :func:`~analysis.curves.tail_thresholds` of the curve's range.
+        """
         frame = curves.threshold_curve(cache, position, exit_type, thresholds)
+        t = frame["threshold"]
+        tail = curves.threshold_tail(cache, position, exit_type, curves.tail_thresholds(t.min(), t.max()))
         if title is None:
             a = frame.attrs
             title = f"{model_label(cache.metadata)}: exit {a['exit_type']} at position {a['position']}"
-        return cls(frame, title)
+        return cls(frame, title, tail)
 
-    def plot(self, ax=None, show_head=True, **kwargs):
+    def plot(self, ax=None, show_head=True, show_tail=True, **kwargs):
         """Draw both curves; ``kwargs`` go to both ``Axes.plot`` calls.
 
         Parameters
@@ -154,6 +173,11 @@ class ThresholdCurveDisplay:
         ax : matplotlib Axes, optional
         show_head : bool, default True
             Dotted line at the original model's accuracy A_ori.
+        show_tail : bool, default True
+            A thin vertical line at each tail threshold, labelled in the
+            legend with how many samples have c >= t (``tail_lines_``, keyed
+            by threshold), so a reader sees how few samples the right end of
+            the curves rests on.
         """
         ax, fig = _axes(ax)
         f = self.frame
@@ -168,6 +192,12 @@ class ThresholdCurveDisplay:
             self.head_line_ = ax.axhline(
                 f.attrs["base_accuracy"], color="0.4", linestyle=":", linewidth=1, label="original model accuracy"
             )
+        self.tail_lines_ = {}
+        if show_tail and self.tail is not None:
+            for t, n in zip(self.tail["threshold"], self.tail["n_exited"]):
+                self.tail_lines_[float(t)] = ax.axvline(
+                    t, color="0.55", linestyle=(0, (1, 2)), linewidth=0.9, label=tail_label(t, n)
+                )
         ax.set_xlabel("confidence threshold $t$")
         ax.set_ylabel("accuracy / fraction of samples")
         ax.set_xlim(float(f["threshold"].min()), float(f["threshold"].max()))

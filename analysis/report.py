@@ -504,8 +504,16 @@ def _fig3(named, held, options, output, step) -> None:
         a = d.frame.attrs
         split = curves.HELD_OUT if h.tested else curves.IN_SAMPLE
         output.figure("fig3", f"{n.name}: exit {a['exit_type']} at position {a['position']} ({split})",
-                      f"fig3-threshold-{n.slug}", d)
+                      f"fig3-threshold-{n.slug}", d, note=_tail_note(d.tail))
         step.done()
+
+
+def _tail_note(tail) -> str:
+    """The Fig. 3 tail counts as a sentence for the index."""
+    from .displays import tail_label
+
+    counts = "; ".join(tail_label(t, n) for t, n in zip(tail["threshold"], tail["n_exited"]))
+    return f"right end: {counts}"
 
 
 def _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step) -> None:
@@ -639,7 +647,10 @@ _SECTION_TEXT = {
         "Fig. 3: accuracy and fraction exited vs threshold",
         "One exit alone: as its confidence threshold t rises, fewer samples leave there (dashed) "
         "but those that do are classified more accurately (solid). The dotted line is the "
-        "original model's accuracy. Measured on the test split where there is one.",
+        "original model's accuracy. The threshold axis spans where the exit's confidences are (from the "
+        "1% quantile, where 99% of the samples still exit, to the largest confidence); thin vertical lines "
+        "mark high thresholds, labelled with how many samples have a confidence at or above them: the "
+        "right end of the curves rests on those few. Measured on the test split where there is one.",
     ),
     "fig4": (
         "Fig. 4: accuracy vs relative MACs",
