@@ -98,6 +98,9 @@ def base_accuracy(result) -> float:
 RANGE_QUANTILE = 0.01
 #: High thresholds whose sample counts Fig. 3 prints on its tail (those inside the drawn range).
 TAIL_THRESHOLDS = (0.9, 0.99, 0.999)
+#: Shares of the samples whose thresholds mark the tail instead when no TAIL_THRESHOLDS lies on the
+#: axis (shallow exits, few classes): where 1 % and 0.1 % of the samples remain.
+TAIL_SHARES = (0.01, 0.001)
 
 
 def _exit(cache, position, exit_type) -> tuple[int, int]:
@@ -131,27 +134,31 @@ def _floor_cent(x: float) -> float:
     return float(np.floor(np.round(x * 100, 4)) / 100)
 
 
-def tail_thresholds(low: float, high: float, candidates=TAIL_THRESHOLDS) -> np.ndarray:
-    """The ``candidates`` inside (low, high]; if none, ``high`` rounded down to 0.01 (the right end's count)."""
-    t = np.asarray([c for c in candidates if low < c <= high], dtype=np.float64)
-    if t.size:
-        return t
-    end = _floor_cent(high)
-    return np.array([end if end > low else high])
+def tail_thresholds(conf, low: float, high: float, candidates=TAIL_THRESHOLDS, shares=TAIL_SHARES) -> np.ndarray:
+    """Thresholds whose counts Fig. 3 prints: the ``candidates`` inside (low, high].
+
+    When none lies there (a shallow exit, few classes: confidences far
+    below 0.9), the thresholds above which the ``shares`` of the samples
+    ``conf`` remain, rounded down to 0.01; failing that, ``high``.
+    """
+    t = [c for c in candidates if low < c <= high]
+    if not t:
+        conf = np.asarray(conf, dtype=np.float64)
+        t = [c for c in sorted({_floor_cent(np.quantile(conf, 1 - s)) for s in shares}) if low < c <= high]
+    return np.asarray(t or [high], dtype=np.float64)
 
 
-def threshold_tail(cache, position=0, exit_type=None, thresholds=None) -> pd.DataFrame:
+def threshold_tail(cache, position=0, exit_type=None, within=None) -> pd.DataFrame:
     """How many samples the high-threshold end of Fig. 3 rests on.
 
-    :func:`threshold_curve` rows at a few high thresholds: by default the
-    :data:`TAIL_THRESHOLDS` inside :func:`confidence_range` (else its
-    rounded right end, :func:`tail_thresholds`). ``n_exited`` is the number
-    of samples with confidence c >= t (E_n, Eq. 7), ``n_correct`` of those
-    correct.
+    :func:`threshold_curve` rows at the :func:`tail_thresholds` of the
+    drawn range ``within`` (default :func:`confidence_range`). ``n_exited``
+    is the number of samples with confidence c >= t (E_n, Eq. 7),
+    ``n_correct`` of those correct.
     """
-    if thresholds is None:
-        thresholds = tail_thresholds(*confidence_range(cache, position, exit_type))
-    return threshold_curve(cache, position, exit_type, thresholds)
+    p, k = _exit(cache, position, exit_type)
+    low, high = confidence_range(cache, p, k) if within is None else within
+    return threshold_curve(cache, p, k, tail_thresholds(cache.conf[p, k], low, high))
 
 
 def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.DataFrame:

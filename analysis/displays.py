@@ -154,12 +154,12 @@ class ThresholdCurveDisplay:
     def from_cache(cls, cache, position=0, exit_type=None, thresholds=None, title=None):
         """Compute the curve of exit (``position``, ``exit_type``) and its tail counts.
 
-        See :func:`~analysis.curves.threshold_curve`; the tail thresholds are
-        :func:`~analysis.curves.tail_thresholds` of the curve's range.
+        See :func:`~analysis.curves.threshold_curve`; the tail is
+        :func:`~analysis.curves.threshold_tail` within the curve's range.
         """
         frame = curves.threshold_curve(cache, position, exit_type, thresholds)
         t = frame["threshold"]
-        tail = curves.threshold_tail(cache, position, exit_type, curves.tail_thresholds(t.min(), t.max()))
+        tail = curves.threshold_tail(cache, position, exit_type, within=(t.min(), t.max()))
         if title is None:
             a = frame.attrs
             title = f"{model_label(cache.metadata)}: exit {a['exit_type']} at position {a['position']}"
@@ -224,25 +224,66 @@ class TradeoffDisplay:
     total_macs : dict, optional
         name -> MACs of the original model, needed for ``x="absolute"``.
     title : str, optional
+    references : DataFrame, optional
+        Static models to draw as reference points, as the paper's Fig. 4
+        draws the original ResNets: :func:`analysis.static_family.reference_models`
+        rows (``label, accuracy, macs, used``); ``attrs["reason"]`` says why
+        there are none.
     """
 
-    def __init__(self, frame: pd.DataFrame, total_macs: Mapping | None = None, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, total_macs: Mapping | None = None, title: str | None = None,
+                 references: pd.DataFrame | None = None):
         self.frame = frame
         self.total_macs = dict(total_macs or {})
         self.title = title
+        self.references = references
 
     @classmethod
-    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None, in_sample: bool = True):
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None, in_sample: bool = True,
+                     references: bool = True):
         """Curves of several named :class:`~dyce_search.SearchResult` (Pareto-filtered by default).
 
         ``on`` (a cache, or name -> cache) measures results on a held-out
         split: drawn solid with 95 % exact intervals, the in-sample front
         dashed next to it unless ``in_sample=False``
-        (:func:`analysis.curves.tradeoff_curves`).
+        (:func:`analysis.curves.tradeoff_curves`). ``references``: add
+        torchvision's published ResNets where they compare with every curve
+        (:func:`analysis.static_family.reference_models`: real ImageNet-1K
+        caches with MAC costs; none for synthetic or other datasets).
         """
+        from .static_family import reference_models
+
         frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=in_sample)
         total = {str(n): r.metadata.get("total_macs") for n, r in results.items()}
-        return cls(frame, total, title)
+        refs = reference_models([r.metadata for r in results.values()]) if references else None
+        return cls(frame, total, title, refs)
+
+    def _plot_references(self, ax, x, scale, draw=True) -> None:
+        """torchvision's published models (grey diamonds, labelled) and the weights the curves ran with (red).
+
+        On the relative axis only for a single backbone: each curve's 100 %
+        is its own backbone's MACs, and the published points need one.
+        """
+        self.references_, self.reference_labels_ = {}, []
+        refs = self.references
+        if not draw or refs is None or refs.empty:
+            return
+        if x == "relative":
+            totals = {v for v in self.total_macs.values() if v}
+            if len(totals) != 1:
+                return
+            xs = refs["macs"].to_numpy(float) / totals.pop()
+        else:
+            xs = refs["macs"].to_numpy(float) / scale
+        used = refs["used"].to_numpy(bool)
+        for key, mask, style in (("published", ~used, _REFERENCE_STYLE), ("used", used, _REFERENCE_USED_STYLE)):
+            if mask.any():
+                label = _REFERENCE_LEGEND[key].format(", ".join(refs.loc[mask, "label"]))
+                (self.references_[key],) = ax.plot(xs[mask], refs.loc[mask, "accuracy"], label=label, **style)
+        for xi, (_, r) in zip(xs, refs.iterrows()):
+            self.reference_labels_.append(ax.annotate(
+                r["label"], (xi, r["accuracy"]), xytext=(4, -3), textcoords="offset points", fontsize=6.5,
+                color="#b2182b" if r["used"] else "0.3", fontweight="bold" if r["used"] else "normal"))
 
     def _x(self, values, name, x, scale):
         if x == "relative":
@@ -252,7 +293,7 @@ class TradeoffDisplay:
             raise ValueError(f"x='absolute' needs the original model's MACs of {name!r}")
         return values * total / scale
 
-    def plot(self, ax=None, x="relative", show_original=True, **kwargs):
+    def plot(self, ax=None, x="relative", show_original=True, show_references=True, **kwargs):
         """Draw one line per model and the original models as stars.
 
         Parameters
@@ -261,6 +302,10 @@ class TradeoffDisplay:
         x : {"relative", "absolute"}
             Relative MACs (C, Eq. 11, in %) or MACs per sample (GMACs, MMACs, ... by the largest model).
         show_original : bool, default True
+        show_references : bool, default True
+            Draw :attr:`references` (``references_``: ``"published"`` and
+            ``"used"`` lines; ``reference_labels_``: their text labels); on
+            the relative axis only when all curves share one backbone's MACs.
         **kwargs
             Passed to every ``Axes.plot`` of a curve.
         """
@@ -283,6 +328,7 @@ class TradeoffDisplay:
                 self.lines_[key] = _curve(ax, g, style, label=f"{name}, {split}" if mixed else name)
             if show_original and name in base:
                 self.originals_[name] = _original_marker(ax, self._x(np.array([1.0]), name, x, scale), base[name], color)
+        self._plot_references(ax, x, scale, draw=show_references)
         if self.originals_:
             from matplotlib.lines import Line2D
 
@@ -295,6 +341,17 @@ class TradeoffDisplay:
         _tradeoff_axes(ax, self.title, relative_x=x == "relative", legend=not self.originals_)
         self.ax_, self.figure_ = ax, fig
         return self
+
+
+# Published static models: small hollow diamonds that do not compete with the curves; the
+# weights the curves compress are filled red, so the eye finds "this curve's starting point".
+_REFERENCE_STYLE = dict(marker="D", markersize=4.5, markerfacecolor="white", markeredgecolor="0.3",
+                        markeredgewidth=0.9, linestyle="none")
+_REFERENCE_USED_STYLE = dict(_REFERENCE_STYLE, markersize=5.5, markerfacecolor="#b2182b", markeredgecolor="black")
+_REFERENCE_LEGEND = {
+    "published": "torchvision's published models (ImageNet-1K top-1)",
+    "used": "published, the weights these curves run: {}",
+}
 
 
 class MethodComparisonDisplay:

@@ -62,9 +62,14 @@ def test_tail_counts_samples_above_high_thresholds(clustered):
     assert tail["n_correct"].tolist() == [490, 40, 0]
     # a threshold beyond the largest confidence is not on the axis, so not in the tail
     np.testing.assert_allclose(curves.threshold_tail(one_exit_cache([0.3, 0.95], [True, True]))["threshold"], [0.9])
-    # thresholds outside the range: the rounded right end carries the count instead
-    np.testing.assert_allclose(curves.tail_thresholds(0.1, 0.4987), [0.49])
-    np.testing.assert_allclose(curves.tail_thresholds(0.5, 1.0), [0.9, 0.99, 0.999])
+    np.testing.assert_allclose(curves.tail_thresholds(conf, 0.5, 1.0), [0.9, 0.99, 0.999])
+    # no round threshold on the axis (confidences below 0.9): where 1 % and 0.1 % of the samples remain
+    shallow = np.arange(1000) / 2000 + 0.0005  # 0.0005 ... 0.4995
+    np.testing.assert_allclose(curves.tail_thresholds(shallow, 0.0, shallow.max(), shares=(0.1, 0.01)), [0.45, 0.49])
+    tail = curves.threshold_tail(one_exit_cache(shallow, np.ones(1000, bool)))  # default shares 1 %, 0.1 %
+    np.testing.assert_allclose(tail["threshold"], [0.49])  # both round down to 0.49: one mark
+    assert tail["n_exited"].tolist() == [21]  # 0.4905 ... 0.4995
+    np.testing.assert_allclose(curves.tail_thresholds([0.2, 0.3], 0.29, 0.3), [0.3])  # nothing between: the end
 
 
 def test_display_fits_the_axis_and_labels_the_tail(clustered):
