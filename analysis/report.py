@@ -516,6 +516,17 @@ def _tail_note(tail) -> str:
     return f"right end: {counts}"
 
 
+def _references_note(references) -> str:
+    """Whether Fig. 4 shows torchvision's published models, and why not."""
+    if references is None:
+        return ""
+    if references.empty:
+        return f"torchvision's published ResNets are not drawn: {references.attrs.get('reason')}."
+    used = ", ".join(references.loc[references["used"], "label"]) or "none of them (other weights)"
+    return ("Diamonds (absolute-MACs panel): torchvision's published ImageNet-1K top-1 and MACs of its ResNets, "
+            f"from its weights metadata, not measured here; filled red: the weights these curves run ({used}).")
+
+
 def _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step) -> None:
     """One Fig. 4 and one Table II per task: accuracies of different tasks do not compare."""
     import matplotlib.pyplot as plt
@@ -529,19 +540,27 @@ def _fig4_and_table_ii(groups, held, results, targets, selected, options, output
         step(f"Fig. 4: {task}")
         where = "test split, 95% intervals" if on else curves.IN_SAMPLE
         d = TradeoffDisplay.from_results(group, title=f"DyCE trade-off ({task}; {where})", on=on)
-        if len(group) > 1:
-            # relative MACs put every original model at 100%; absolute MACs show how backbones compare
+        published = d.references is not None and not d.references.empty
+        if len(group) > 1 or published:
+            # relative MACs put every original model at 100%; absolute MACs show how backbones compare,
+            # and place the published models as the paper's Fig. 4 does
             fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", sharey=True)
             d.plot(ax=right, x="absolute")
             right.set_title("absolute MACs", fontsize="medium")
             right.set_ylabel("")
             right.get_legend().remove()  # the left panel's legend covers both
-            d.plot(ax=left)
+            if d.references_:
+                right.legend(handles=list(d.references_.values()), fontsize="small", framealpha=0.9)
+            d.plot(ax=left, show_references=False)
             left.set_title("relative MACs", fontsize="medium")
             fig.suptitle(d.title)
         else:
             d.plot()
-        output.figure("fig4", task, f"fig4-tradeoff{suffix}", d)
+        output.figure("fig4", task, f"fig4-tradeoff{suffix}", d, note=_references_note(d.references))
+        if published:
+            stem = f"fig4-tradeoff{suffix}-published"
+            output.sections["fig4"][-1]["paths"].append(
+                _write_text(output.out / "data" / f"{stem}.csv", d.references.to_csv(index=False)))
         step.done()
 
         step(f"Table II: {task}")
@@ -660,7 +679,10 @@ _SECTION_TEXT = {
         "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps. Where a "
         "model has a test split, its front's configurations are measured there (solid, shaded: 95% exact "
         "binomial intervals) and the search split's front is dashed: that curve is in-sample, the "
-        "thresholds were fitted to those samples.",
+        "thresholds were fitted to those samples. Where the caches are real ImageNet-1K runs with MAC costs, "
+        "the absolute-MACs panel also shows torchvision's published ResNets (accuracy and MACs from its "
+        "weights metadata) as reference points, as the paper's Fig. 4 does; for other caches (synthetic, "
+        "other datasets) they would not compare, and the figure's note says so.",
     ),
     "fig5": (
         "Fig. 5: search methods",
@@ -784,8 +806,9 @@ def _index(output, named, held, options, results, methods, selected) -> str:
         title, text = _SECTION_TEXT[key]
         lines += [f"### {title}", "", text, ""]
         for e in entries:
-            png, pdf, csv = e["paths"]
-            lines += [f"**{e['title']}** ([PDF]({_rel(out, pdf)}) · [data]({_rel(out, csv)}))", ""]
+            png, pdf, csv, *more = e["paths"]
+            extra = "".join(f" · [{p.stem.rsplit('-', 1)[-1]} data]({_rel(out, p)})" for p in more)
+            lines += [f"**{e['title']}** ([PDF]({_rel(out, pdf)}) · [data]({_rel(out, csv)}){extra})", ""]
             if e["note"]:
                 lines += [f"_{e['note']}_", ""]
             lines += [f"![{e['title']}]({_rel(out, png)})", ""]
