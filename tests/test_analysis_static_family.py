@@ -211,3 +211,4 @@ def test_report_draws_them_for_imagenet_and_says_why_not_for_synthetic(caches, t
     published = tmp_path / "data" / "fig4-tradeoff-imagenet-1000-published.csv"
     assert published in report.files and "ResNet-50 V2" in published.read_text()
     assert "data/fig4-tradeoff-imagenet-1000-published.csv" in index
+    assert "right end: n = " in index  # Fig. 3's tail counts
