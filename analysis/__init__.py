@@ -3,6 +3,8 @@
 - :mod:`analysis.curves`, :mod:`analysis.tables`: pure functions returning DataFrames.
 - :mod:`analysis.displays`: ``*Display`` classes (``from_*`` constructors, ``plot(ax=None)``).
 - :mod:`analysis.searches`: searches the figures need beyond ``dyce_search.run`` (Fig. 5 baseline).
+- :mod:`analysis.static_family`: torchvision's published ResNets, Fig. 4's reference points (shipped data).
+- :mod:`analysis.figure_files`: reproducible figure files (same figure, same bytes).
 - :mod:`analysis.report`: the pipeline behind ``python -m analysis``.
 
 Submodules are imported lazily so that ``import analysis`` stays cheap; matplotlib
@@ -11,6 +13,8 @@ is imported only when something is plotted.
 
 _LAZY = {
     "threshold_curve": "curves",
+    "confidence_range": "curves",
+    "threshold_tail": "curves",
     "tradeoff_curve": "curves",
     "tradeoff_curves": "curves",
     "held_out_curve": "curves",
@@ -31,6 +35,8 @@ _LAZY = {
     "GeneralisationDisplay": "displays",
     "ExitDistributionDisplay": "displays",
     "single_type_baseline": "searches",
+    "reference_models": "static_family",
+    "save_figure_file": "figure_files",
     "build_report": "report",
     "ReportOptions": "report",
 }

@@ -140,6 +140,75 @@ def frame_unit(frame: pd.DataFrame, what: str = "the curves") -> str:
 # ------------------------------------------------------------------- Fig. 3
 
 
+#: Quantile of an exit's confidences where Fig. 3's default threshold range starts: confidences
+#: cluster (near 1 at deep exits, near 1/C at shallow ones), and a range from 0 would spend most
+#: of the figure where the curves are flat; at this quantile 99 % of the samples still exit.
+RANGE_QUANTILE = 0.01
+#: High thresholds whose sample counts Fig. 3 prints on its tail (those inside the drawn range).
+TAIL_THRESHOLDS = (0.9, 0.99, 0.999)
+#: Shares of the samples whose thresholds mark the tail instead when no TAIL_THRESHOLDS lies on the
+#: axis (shallow exits, few classes): where 1 % and 0.1 % of the samples remain.
+TAIL_SHARES = (0.01, 0.001)
+
+
+def _exit(cache, position, exit_type) -> tuple[int, int]:
+    """(p, k) of an available exit; exit type None picks the largest at ``position``."""
+    p = cache.position_index(position)
+    k = largest_exit_type(cache, p) if exit_type is None else cache.exit_type_index(exit_type)
+    if not cache.available[p, k]:
+        raise CacheError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
+    return p, k
+
+
+def confidence_range(cache, position=0, exit_type=None, quantile=RANGE_QUANTILE) -> tuple[float, float]:
+    """Threshold range where exit (p, k)'s confidences max(y~_{p,k}) actually are (Fig. 3's x-axis).
+
+    From the ``quantile`` of the confidences, rounded down to a multiple of
+    0.01 (so the axis starts at a round value), to the largest confidence
+    (above it no sample exits). Never empty: at least 0.01 wide, within [0, 1].
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    p, k = _exit(cache, position, exit_type)
+    conf = cache.conf[p, k].astype(np.float64)
+    high = float(conf.max())
+    return max(0.0, _floor_cent(min(float(np.quantile(conf, quantile)), high - 0.01))), high
+
+
+def _floor_cent(x: float) -> float:
+    """``x`` rounded down to a multiple of 0.01; float32 confidences a hair below one count as on it."""
+    return float(np.floor(np.round(x * 100, 4)) / 100)
+
+
+def tail_thresholds(conf, low: float, high: float, candidates=TAIL_THRESHOLDS, shares=TAIL_SHARES) -> np.ndarray:
+    """Thresholds whose counts Fig. 3 prints: the ``candidates`` inside (low, high].
+
+    When none lies there (a shallow exit, few classes: confidences far
+    below 0.9), the thresholds above which the ``shares`` of the samples
+    ``conf`` remain, rounded down to 0.01; failing that, ``high``.
+    """
+    t = [c for c in candidates if low < c <= high]
+    if not t:
+        conf = np.asarray(conf, dtype=np.float64)
+        t = [c for c in sorted({_floor_cent(np.quantile(conf, 1 - s)) for s in shares}) if low < c <= high]
+    return np.asarray(t or [high], dtype=np.float64)
+
+
+def threshold_tail(cache, position=0, exit_type=None, within=None) -> pd.DataFrame:
+    """How many samples the high-threshold end of Fig. 3 rests on.
+
+    :func:`threshold_curve` rows at the :func:`tail_thresholds` of the
+    drawn range ``within`` (default :func:`confidence_range`). ``n_exited``
+    is the number of samples with confidence c >= t (E_n, Eq. 7),
+    ``n_correct`` of those correct.
+    """
+    p, k = _exit(cache, position, exit_type)
+    low, high = confidence_range(cache, p, k) if within is None else within
+    return threshold_curve(cache, p, k, tail_thresholds(cache.conf[p, k], low, high))
+
+
 def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.DataFrame:
     """Accuracy and fraction of samples exited at one exit as its threshold varies (Fig. 3).
 
@@ -154,9 +223,11 @@ def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.Da
     exit_type : int, str or None
         Exit type k; None picks the largest (most MACs) available type at ``p``.
     thresholds : array-like of float, optional
-        Thresholds t; default 201 evenly spaced values from 0 to the exit's
-        largest confidence, so that the curve resolves exits whose
-        confidences stay far below 1 (e.g. 10 classes, shallow exits).
+        Thresholds t; default 201 evenly spaced values over
+        :func:`confidence_range`: from where 99 % of the samples still exit
+        to the exit's largest confidence, so that the curve resolves where
+        the confidences are (near 1 for deep exits; far below 1 for shallow
+        exits or few classes).
 
     Returns
     -------
@@ -166,14 +237,11 @@ def threshold_curve(cache, position=0, exit_type=None, thresholds=None) -> pd.Da
         ``exited_accuracy`` (A_n, Eq. 9; NaN where no sample exits). The
         position and exit type names are in ``frame.attrs``.
     """
-    p = cache.position_index(position)
-    k = largest_exit_type(cache, p) if exit_type is None else cache.exit_type_index(exit_type)
-    if not cache.available[p, k]:
-        raise CacheError(f"exit type {cache.exit_types[k]!r} is not available at position {cache.positions[p]!r}")
+    p, k = _exit(cache, position, exit_type)
     truth, labels_known = _truth(cache)
     conf = cache.conf[p, k].astype(np.float64)
     if thresholds is None:
-        t = np.linspace(0.0, float(conf.max()), 201)
+        t = np.linspace(*confidence_range(cache, p, k), 201)
     else:
         t = np.asarray(thresholds, dtype=np.float64).ravel()
     correct = cache.pred[p, k] == truth

@@ -126,30 +126,49 @@ def model_label(metadata: Mapping) -> str:
 # ------------------------------------------------------------------- Fig. 3
 
 
+def tail_label(threshold: float, n: int) -> str:
+    """``"n = 123 samples with c ≥ 0.99"``: what the right end of a Fig. 3 curve rests on."""
+    return f"n = {int(n):,} sample{'' if int(n) == 1 else 's'} with c ≥ {threshold:g}"
+
+
 class ThresholdCurveDisplay:
     """Accuracy and fraction of samples exited at one exit vs its threshold (Fig. 3).
+
+    The x-axis spans the thresholds of ``frame`` (by default where the
+    exit's confidences are, :func:`analysis.curves.confidence_range`); the
+    high-threshold tail is marked with the number of samples it rests on.
 
     Parameters
     ----------
     frame : DataFrame
         Output of :func:`analysis.curves.threshold_curve`.
     title : str, optional
+    tail : DataFrame, optional
+        :func:`analysis.curves.threshold_tail` rows: thresholds marked with
+        their sample counts (``n_exited`` samples with confidence c >= t).
     """
 
-    def __init__(self, frame: pd.DataFrame, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, title: str | None = None, tail: pd.DataFrame | None = None):
         self.frame = frame
         self.title = title
+        self.tail = tail
 
     @classmethod
     def from_cache(cls, cache, position=0, exit_type=None, thresholds=None, title=None):
-        """Compute the curve of exit (``position``, ``exit_type``); see :func:`~analysis.curves.threshold_curve`."""
+        """Compute the curve of exit (``position``, ``exit_type``) and its tail counts.
+
+        See :func:`~analysis.curves.threshold_curve`; the tail is
+        :func:`~analysis.curves.threshold_tail` within the curve's range.
+        """
         frame = curves.threshold_curve(cache, position, exit_type, thresholds)
+        t = frame["threshold"]
+        tail = curves.threshold_tail(cache, position, exit_type, within=(t.min(), t.max()))
         if title is None:
             a = frame.attrs
             title = f"{model_label(cache.metadata)}: exit {a['exit_type']} at position {a['position']}"
-        return cls(frame, title)
+        return cls(frame, title, tail)
 
-    def plot(self, ax=None, show_head=True, **kwargs):
+    def plot(self, ax=None, show_head=True, show_tail=True, **kwargs):
         """Draw both curves; ``kwargs`` go to both ``Axes.plot`` calls.
 
         Parameters
@@ -157,6 +176,11 @@ class ThresholdCurveDisplay:
         ax : matplotlib Axes, optional
         show_head : bool, default True
             Dotted line at the original model's accuracy A_ori.
+        show_tail : bool, default True
+            A thin vertical line at each tail threshold, labelled in the
+            legend with how many samples have c >= t (``tail_lines_``, keyed
+            by threshold), so a reader sees how few samples the right end of
+            the curves rests on.
         """
         ax, fig = _axes(ax)
         f = self.frame
@@ -171,6 +195,12 @@ class ThresholdCurveDisplay:
             self.head_line_ = ax.axhline(
                 f.attrs["base_accuracy"], color="0.4", linestyle=":", linewidth=1, label="original model accuracy"
             )
+        self.tail_lines_ = {}
+        if show_tail and self.tail is not None:
+            for t, n in zip(self.tail["threshold"], self.tail["n_exited"]):
+                self.tail_lines_[float(t)] = ax.axvline(
+                    t, color="0.55", linestyle=(0, (1, 2)), linewidth=0.9, label=tail_label(t, n)
+                )
         ax.set_xlabel("confidence threshold $t$")
         ax.set_ylabel("accuracy / fraction of samples")
         ax.set_xlim(float(f["threshold"].min()), float(f["threshold"].max()))
@@ -199,25 +229,66 @@ class TradeoffDisplay:
         name -> cost of the original model in that unit, where
         ``x="absolute"`` draws its star.
     title : str, optional
+    references : DataFrame, optional
+        Static models to draw as reference points, as the paper's Fig. 4
+        draws the original ResNets: :func:`analysis.static_family.reference_models`
+        rows (``label, accuracy, macs, used``); ``attrs["reason"]`` says why
+        there are none.
     """
 
-    def __init__(self, frame: pd.DataFrame, total_cost: Mapping | None = None, title: str | None = None):
+    def __init__(self, frame: pd.DataFrame, total_cost: Mapping | None = None, title: str | None = None,
+                 references: pd.DataFrame | None = None):
         self.frame = frame
         self.total_cost = dict(total_cost or {})
         self.title = title
+        self.references = references
 
     @classmethod
-    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None, in_sample: bool = True):
+    def from_results(cls, results: Mapping, pareto: bool = True, title=None, on=None, in_sample: bool = True,
+                     references: bool = True):
         """Curves of several named :class:`~dyce_search.SearchResult` (Pareto-filtered by default).
 
         ``on`` (a cache, or name -> cache) measures results on a held-out
         split: drawn solid with 95 % exact intervals, the in-sample front
         dashed next to it unless ``in_sample=False``
-        (:func:`analysis.curves.tradeoff_curves`).
+        (:func:`analysis.curves.tradeoff_curves`). ``references``: add
+        torchvision's published ResNets where they compare with every curve
+        (:func:`analysis.static_family.reference_models`: real ImageNet-1K
+        caches with MAC costs; none for synthetic or other datasets).
         """
+        from .static_family import reference_models
+
         frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=in_sample)
         total = {str(n): curves.original_cost(r) for n, r in results.items()}
-        return cls(frame, total, title)
+        refs = reference_models([r.metadata for r in results.values()]) if references else None
+        return cls(frame, total, title, refs)
+
+    def _plot_references(self, ax, x, scale, draw=True) -> None:
+        """torchvision's published models (grey diamonds, labelled) and the weights the curves ran with (red).
+
+        On the relative axis only for a single backbone: each curve's 100 %
+        is its own backbone's MACs, and the published points need one.
+        """
+        self.references_, self.reference_labels_ = {}, []
+        refs = self.references
+        if not draw or refs is None or refs.empty:
+            return
+        if x == "relative":
+            totals = {v for v in self.total_cost.values() if v}
+            if len(totals) != 1:
+                return
+            xs = refs["macs"].to_numpy(float) / totals.pop()
+        else:
+            xs = refs["macs"].to_numpy(float) / scale
+        used = refs["used"].to_numpy(bool)
+        for key, mask, style in (("published", ~used, _REFERENCE_STYLE), ("used", used, _REFERENCE_USED_STYLE)):
+            if mask.any():
+                label = _REFERENCE_LEGEND[key].format(", ".join(refs.loc[mask, "label"]))
+                (self.references_[key],) = ax.plot(xs[mask], refs.loc[mask, "accuracy"], label=label, **style)
+        for xi, (_, r) in zip(xs, refs.iterrows()):
+            self.reference_labels_.append(ax.annotate(
+                r["label"], (xi, r["accuracy"]), xytext=(4, -3), textcoords="offset points", fontsize=6.5,
+                color="#b2182b" if r["used"] else "0.3", fontweight="bold" if r["used"] else "normal"))
 
     # x -> (cost column of a curve, where the original model sits in it)
     def _relative_x(self, g, name, scale):
@@ -231,7 +302,7 @@ class TradeoffDisplay:
 
     _X = {"relative": _relative_x, "absolute": _absolute_x}
 
-    def plot(self, ax=None, x="relative", show_original=True, **kwargs):
+    def plot(self, ax=None, x="relative", show_original=True, show_references=True, **kwargs):
         """Draw one line per model and the original models as stars.
 
         Parameters
@@ -242,6 +313,10 @@ class TradeoffDisplay:
             (``cost`` column) in the curves' unit, e.g. GMACs (scaled by the
             largest original model) or ms.
         show_original : bool, default True
+        show_references : bool, default True
+            Draw :attr:`references` (``references_``: ``"published"`` and
+            ``"used"`` lines; ``reference_labels_``: their text labels); on
+            the relative axis only when all curves share one backbone's MACs.
         **kwargs
             Passed to every ``Axes.plot`` of a curve.
 
@@ -275,6 +350,7 @@ class TradeoffDisplay:
                 self.lines_[key] = _curve(ax, g, style, label=f"{name}, {split}" if mixed else name, x=values)
             if show_original and name in base:
                 self.originals_[name] = _original_marker(ax, [position(self, f, name, scale)[1]], base[name], color)
+        self._plot_references(ax, x, scale, draw=show_references)
         if self.originals_:
             from matplotlib.lines import Line2D
 
@@ -287,6 +363,17 @@ class TradeoffDisplay:
         _tradeoff_axes(ax, self.title, unit_name, relative_x=x == "relative", legend=not self.originals_)
         self.ax_, self.figure_ = ax, fig
         return self
+
+
+# Published static models: small hollow diamonds that do not compete with the curves; the
+# weights the curves compress are filled red, so the eye finds "this curve's starting point".
+_REFERENCE_STYLE = dict(marker="D", markersize=4.5, markerfacecolor="white", markeredgecolor="0.3",
+                        markeredgewidth=0.9, linestyle="none")
+_REFERENCE_USED_STYLE = dict(_REFERENCE_STYLE, markersize=5.5, markerfacecolor="#b2182b", markeredgecolor="black")
+_REFERENCE_LEGEND = {
+    "published": "torchvision's published models (ImageNet-1K top-1)",
+    "used": "published, the weights these curves run: {}",
+}
 
 
 class MethodComparisonDisplay:

@@ -29,7 +29,6 @@ reported number is measured on samples that chose it.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
@@ -43,6 +42,7 @@ import pandas as pd
 from dyce_search import CacheError
 
 from . import curves, tables
+from .figure_files import FORMATS, save_figure_file
 from .searches import method_curves
 from .displays import (
     EnsembleDisplay,
@@ -59,7 +59,6 @@ from .displays import (
 PAPER_LAMBDAS = np.round(np.linspace(0.0, 1.0, 101), 10)
 #: Seeding grid of Table II's cheapest() next to the front's configurations.
 TABLE_II_LAMBDAS = np.round(np.linspace(0.0, 1.0, 21), 10)
-PNG_DPI = 200
 
 
 @dataclass
@@ -215,14 +214,13 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def save_figure(display, out: Path, stem: str) -> list[Path]:
-    """Save a plotted display as ``figures/<stem>.png`` and ``.pdf`` and its data as ``data/<stem>.csv``."""
+    """Save a plotted display as ``figures/<stem>.png`` and ``.pdf`` and its data as ``data/<stem>.csv``.
+
+    The figure files are reproducible (:mod:`analysis.figure_files`): the same figure, the same bytes.
+    """
     import matplotlib.pyplot as plt
 
-    paths = []
-    for ext, kw in (("png", {"dpi": PNG_DPI}), ("pdf", {})):
-        buf = io.BytesIO()
-        display.figure_.savefig(buf, format=ext, **kw)
-        paths.append(_write_bytes(out / "figures" / f"{stem}.{ext}", buf.getvalue()))
+    paths = [save_figure_file(display.figure_, out / "figures" / f"{stem}.{ext}") for ext in FORMATS]
     plt.close(display.figure_)
     paths.append(_write_text(out / "data" / f"{stem}.csv", display.frame.to_csv(index=False)))
     return paths
@@ -562,8 +560,27 @@ def _fig3(named, held, options, output, step) -> None:
         a = d.frame.attrs
         split = curves.HELD_OUT if h.tested else curves.IN_SAMPLE
         output.figure("fig3", f"{n.name}: exit {a['exit_type']} at position {a['position']} ({split})",
-                      f"fig3-threshold-{n.slug}", d)
+                      f"fig3-threshold-{n.slug}", d, note=_tail_note(d.tail))
         step.done()
+
+
+def _tail_note(tail) -> str:
+    """The Fig. 3 tail counts as a sentence for the index."""
+    from .displays import tail_label
+
+    counts = "; ".join(tail_label(t, n) for t, n in zip(tail["threshold"], tail["n_exited"]))
+    return f"right end: {counts}"
+
+
+def _references_note(references) -> str:
+    """Whether Fig. 4 shows torchvision's published models, and why not."""
+    if references is None:
+        return ""
+    if references.empty:
+        return f"torchvision's published ResNets are not drawn: {references.attrs.get('reason')}."
+    used = ", ".join(references.loc[references["used"], "label"]) or "none of them (other weights)"
+    return ("Diamonds (absolute-MACs panel): torchvision's published ImageNet-1K top-1 and MACs of its ResNets, "
+            f"from its weights metadata, not measured here; filled red: the weights these curves run ({used}).")
 
 
 def _fig4_and_table_ii(groups, held, results, targets, selected, options, output, step) -> None:
@@ -583,19 +600,27 @@ def _fig4_and_table_ii(groups, held, results, targets, selected, options, output
         step(f"Fig. 4: {task}")
         where = "test split, 95% intervals" if on else curves.IN_SAMPLE
         d = TradeoffDisplay.from_results(group, title=f"DyCE trade-off ({task}; {where})", on=on)
-        if len(group) > 1:
-            # relative costs put every original model at 100%; absolute costs show how backbones compare
+        published = d.references is not None and not d.references.empty
+        if len(group) > 1 or published:
+            # relative costs put every original model at 100%; absolute costs show how backbones compare,
+            # and place the published models as the paper's Fig. 4 does
             fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", sharey=True)
             d.plot(ax=right, x="absolute")
             right.set_title(f"absolute {u.quantity}", fontsize="medium")
             right.set_ylabel("")
             right.get_legend().remove()  # the left panel's legend covers both
-            d.plot(ax=left)
+            if d.references_:
+                right.legend(handles=list(d.references_.values()), fontsize="small", framealpha=0.9)
+            d.plot(ax=left, show_references=False)
             left.set_title(u.relative, fontsize="medium")
             fig.suptitle(d.title)
         else:
             d.plot()
-        output.figure("fig4", task, f"fig4-tradeoff{suffix}", d)
+        output.figure("fig4", task, f"fig4-tradeoff{suffix}", d, note=_references_note(d.references))
+        if published:
+            stem = f"fig4-tradeoff{suffix}-published"
+            output.sections["fig4"][-1]["paths"].append(
+                _write_text(output.out / "data" / f"{stem}.csv", d.references.to_csv(index=False)))
         step.done()
 
         step(f"Table II: {task}")
@@ -701,7 +726,10 @@ _SECTION_TEXT = {
         "Fig. 3: accuracy and fraction exited vs threshold",
         "One exit alone: as its confidence threshold t rises, fewer samples leave there (dashed) "
         "but those that do are classified more accurately (solid). The dotted line is the "
-        "original model's accuracy. Measured on the test split where there is one.",
+        "original model's accuracy. The threshold axis spans where the exit's confidences are (from the "
+        "1% quantile, where 99% of the samples still exit, to the largest confidence); thin vertical lines "
+        "mark high thresholds, labelled with how many samples have a confidence at or above them: the "
+        "right end of the curves rests on those few. Measured on the test split where there is one.",
     ),
     "fig4": (
         "Fig. 4: accuracy vs relative cost",
@@ -712,7 +740,10 @@ _SECTION_TEXT = {
         "offers its accuracy at any budget at or above its cost, so fronts are drawn as steps. Where a "
         "model has a test split, its front's configurations are measured there (solid, shaded: 95% exact "
         "binomial intervals) and the search split's front is dashed: that curve is in-sample, the "
-        "thresholds were fitted to those samples.",
+        "thresholds were fitted to those samples. Where the caches are real ImageNet-1K runs with MAC costs, "
+        "the absolute-MACs panel also shows torchvision's published ResNets (accuracy and MACs from its "
+        "weights metadata) as reference points, as the paper's Fig. 4 does; for other caches (synthetic, "
+        "other datasets) they would not compare, and the figure's note says so.",
     ),
     "fig5": (
         "Fig. 5: search methods",
@@ -858,8 +889,9 @@ def _index(output, named, held, options, results, methods, selected) -> str:
         title, text = _SECTION_TEXT[key]
         lines += [f"### {title}", "", text, ""]
         for e in entries:
-            png, pdf, csv = e["paths"]
-            lines += [f"**{e['title']}** ([PDF]({_rel(out, pdf)}) · [data]({_rel(out, csv)}))", ""]
+            png, pdf, csv, *more = e["paths"]
+            extra = "".join(f" · [{p.stem.rsplit('-', 1)[-1]} data]({_rel(out, p)})" for p in more)
+            lines += [f"**{e['title']}** ([PDF]({_rel(out, pdf)}) · [data]({_rel(out, csv)}){extra})", ""]
             if e["note"]:
                 lines += [f"_{e['note']}_", ""]
             lines += [f"![{e['title']}]({_rel(out, png)})", ""]
