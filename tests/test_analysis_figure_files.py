@@ -28,7 +28,8 @@ from pathlib import Path
 from analysis.displays import TradeoffDisplay
 from analysis.report import save_figure
 
-frame = pd.DataFrame({"name": ["resnet50"] * 3, "rel_macs": [0.4, 0.7, 0.95], "accuracy": [0.6, 0.74, 0.76],
+frame = pd.DataFrame({"name": ["resnet50"] * 3, "rel_cost": [0.4, 0.7, 0.95], "unit": "macs",
+                      "accuracy": [0.6, 0.74, 0.76],
                       "accuracy_low": [0.58, 0.72, 0.75], "accuracy_high": [0.62, 0.76, 0.77]})
 frame.attrs["base_accuracy"] = {"resnet50": 0.761}
 d = TradeoffDisplay(frame, title="λ sweep ≥ 0.5").plot()

@@ -209,7 +209,7 @@ def test_report_draws_them_for_imagenet_and_says_why_not_for_synthetic(caches, t
     index = report.index.read_text()
     assert "torchvision's published ResNets are not drawn: the cache is synthetic" in index
     assert "filled red: the weights these curves run (ResNet-50 V2)" in index
-    published = tmp_path / "data" / "fig4-tradeoff-imagenet-1000-published.csv"
+    published = tmp_path / "data" / "fig4-tradeoff-imagenet-1000-macs-published.csv"
     assert published in report.files and "ResNet-50 V2" in published.read_text()
-    assert "data/fig4-tradeoff-imagenet-1000-published.csv" in index
+    assert "data/fig4-tradeoff-imagenet-1000-macs-published.csv" in index
     assert "right end: n = " in index  # Fig. 3's tail counts
