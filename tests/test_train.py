@@ -131,20 +131,53 @@ def test_checkpoint_of_another_setup_is_refused(tmp_path):
         load_checkpoint(tmp_path / CHECKPOINT_NAME)
 
 
-def test_epoch_sampler_order_depends_only_on_seed_and_epoch():
-    from extract.data import EpochSampler
+def _old_epoch_order(n, seed, epoch, rank, world_size):
+    """The hand-written sampler's order every earlier run trained on (the shipped digits demo included).
 
-    a, b = EpochSampler(11, seed=3), EpochSampler(11, seed=3)
+    randperm(n) seeded with ``seed * 100_003 + epoch``, padded by wrapping to a
+    multiple of ``world_size``, then every ``world_size``-th index from ``rank``.
+    """
+    import math
+
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    total = math.ceil(n / world_size) * world_size
+    order += order[: total - n]
+    return order[rank:total:world_size]
+
+
+@pytest.mark.parametrize("n", [8, 11, 64, 1797])
+@pytest.mark.parametrize("seed", [0, 3, 12345])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+def test_training_sampler_keeps_the_old_order(n, seed, world_size):
+    from torch.utils.data import DistributedSampler
+
+    from extract.data import training_sampler
+
+    for rank in range(world_size):
+        sampler = training_sampler(range(n), seed=seed, rank=rank, world_size=world_size)
+        assert isinstance(sampler, DistributedSampler)
+        for epoch in (0, 1, 5):
+            sampler.set_epoch(epoch)
+            assert list(sampler) == _old_epoch_order(n, seed, epoch, rank, world_size)
+
+
+def test_training_sampler_order_depends_only_on_seed_and_epoch():
+    from extract.data import training_sampler
+
+    a, b = training_sampler(range(11), seed=3), training_sampler(range(11), seed=3)
     a.set_epoch(2), b.set_epoch(2)
     assert list(a) == list(b) and sorted(a) == list(range(11))
     b.set_epoch(3)
     assert list(a) != list(b)
-    ranks = [EpochSampler(11, seed=3, rank=r, world_size=3) for r in range(3)]
+    ranks = [training_sampler(range(11), seed=3, rank=r, world_size=3) for r in range(3)]
     for r in ranks:
         r.set_epoch(2)
     shares = [list(r) for r in ranks]
     assert all(len(s) == 4 for s in shares)  # 11 padded to 12
     assert set().union(*map(set, shares)) == set(range(11))
+    with pytest.raises(ExtractError, match="empty dataset"):
+        training_sampler(range(0), seed=0)
 
 
 def test_train_transform_follows_the_weights_eval_transform():
