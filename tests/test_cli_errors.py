@@ -79,7 +79,7 @@ def _main_of(cli: str):
         ("dyce_search", [], "required: CACHE"),
         ("extract", ["resnet18", "--epochs", "two"], "invalid int value: 'two'"),
         ("extract", ["resnet18", "--bogus"], "unrecognized arguments: --bogus"),
-        ("extract.latency", ["run", "--out", "p.json", "--repeats", "x"], "invalid int value: 'x'"),
+        ("extract.latency", ["run", "--out", "p.json", "--min-run-time", "x"], "invalid float value: 'x'"),
         ("extract.latency", ["run"], "required: --out"),
         ("extract.export", ["RUN", "RESULT"], "required: --out"),
         ("analysis", ["--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
@@ -101,6 +101,23 @@ def test_help_still_prints_the_full_help(capsys, cli):
     out, err = capsys.readouterr()
     assert out.startswith(f"usage: python -m {cli}") and "options:" in out and "--help" in out
     assert err == ""
+
+
+@pytest.mark.parametrize("module", ["extract", "extract.latency", "extract.export"])
+@pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])
+def test_help_and_usage_errors_answer_without_importing_torch(module, argv):
+    # torch takes seconds to import; the parser must answer before it is needed
+    probe = (
+        "import sys, importlib\n"
+        f"main = importlib.import_module({module!r} if {module!r} != 'extract' else 'extract.cli').main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch', code, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stderr.splitlines()[-1] == f"no torch {0 if argv == ['--help'] else 2}", done.stderr
 
 
 def test_module_entry_point_usage_error_is_one_line():
@@ -208,7 +225,7 @@ def test_latency_out_is_checked_before_timing(capsys, monkeypatch, tmp_path):
     pytest.importorskip("torch")
     from extract.latency import main
 
-    _forbid(monkeypatch, "extract.latency.measure_costs", "the timing")
+    _forbid(monkeypatch, "extract.latency.measure_latency", "the timing")
     out = tmp_path / "nope" / "profile.json"
     assert _call(main, [DIGITS_RUN, "--out", out, "--quiet"]) == 2
     line = _one_error_line(capsys.readouterr().err)
