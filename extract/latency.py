@@ -115,6 +115,10 @@ class LatencyProfile:
         time of one call / B, ``unit="ms"``.
     segment_iqr, exit_iqr : float64 [P+1], [P, K]
         Interquartile range of the same measurements / B (NaN where no exit).
+    segment_blocks, exit_blocks : float64 [P+1], [P, K]
+        Timed blocks behind each entry (NaN where no exit). One block gives an
+        IQR of 0, which says nothing: a module slower than ``min_run_time``
+        (or that needs more calls per block than fit in it) gets one block.
     min_run_time : float
         Seconds of timed calls per module.
     """
@@ -122,15 +126,21 @@ class LatencyProfile:
     costs: Costs
     segment_iqr: np.ndarray
     exit_iqr: np.ndarray
+    segment_blocks: np.ndarray
+    exit_blocks: np.ndarray
     min_run_time: float
 
     def spread(self) -> dict:
         """The spread as the JSON-ready ``measurement["spread"]`` entry of a saved profile."""
+        def rows(table, kind):
+            return [[None if np.isnan(v) else kind(v) for v in row] for row in table]
+
         return {
             "statistic": "iqr",
             "unit": "ms",
             "segment": [float(v) for v in self.segment_iqr],
-            "exit": [[None if np.isnan(v) else float(v) for v in row] for row in self.exit_iqr],
+            "exit": rows(self.exit_iqr, float),
+            "blocks": {"segment": [int(v) for v in self.segment_blocks], "exit": rows(self.exit_blocks, int)},
         }
 
 
@@ -185,8 +195,8 @@ def measure_latency(
     work = n_early + 1 + sum(1 for _ in exits.exits())
     bar = tqdm(total=work, desc="latency", unit="module", disable=not progress)
 
-    segment = np.empty((2, n_early + 1))  # [median, iqr] per segment
-    exit_ = np.full((2, n_early, len(names)), np.nan)
+    segment = np.empty((3, n_early + 1))  # [median, iqr, blocks] per segment
+    exit_ = np.full((3, n_early, len(names)), np.nan)
     with torch.inference_mode():
         features = []
         h = example
@@ -197,7 +207,7 @@ def measure_latency(
             else:
                 run = lambda inp=inp: backbone.head(backbone.segments[n_early](inp))  # noqa: E731
             t = time_call(run, device, min_run_time=min_run_time)
-            segment[:, p] = t.median / batch, t.iqr / batch
+            segment[:, p] = t.median / batch, t.iqr / batch, t.blocks
             h = backbone.segments[p](inp) if p < n_early else None
             if p < n_early:
                 features.append(h)
@@ -208,7 +218,7 @@ def measure_latency(
             # depends on how many leave and is not priced here
             step = lambda m=module, f=features[p]: exit_step(m, f, float("inf"))  # noqa: E731
             t = time_call(step, device, min_run_time=min_run_time)
-            exit_[:, p, k] = t.median / batch, t.iqr / batch
+            exit_[:, p, k] = t.median / batch, t.iqr / batch, t.blocks
             bar.update()
     bar.close()
     costs = Costs(
@@ -219,7 +229,7 @@ def measure_latency(
         exit_types=names,
         backbone=getattr(backbone, "name", None),
     )
-    return LatencyProfile(costs, segment[1], exit_[1], float(min_run_time))
+    return LatencyProfile(costs, segment[1], exit_[1], segment[2], exit_[2], float(min_run_time))
 
 
 def measure_costs(backbone, exits, **options) -> Costs:

@@ -69,6 +69,8 @@ def test_profile_spread_has_the_costs_shape(model):
     np.testing.assert_array_equal(np.isnan(profile.exit_iqr), np.isnan(costs.exit))
     spread = profile.spread()
     assert spread["statistic"] == "iqr" and spread["exit"][0][1] is None and len(spread["segment"]) == 3
+    assert all(b >= 1 for b in spread["blocks"]["segment"]) and spread["blocks"]["exit"][0] == [
+        int(profile.exit_blocks[0, 0]), None]
 
 
 def test_profile_has_the_costs_layout(model):
