@@ -231,9 +231,10 @@ def _shutdown_distributed() -> None:
 
 
 def _extract(args, known) -> int:
-    from .backbones import build_backbone, eval_transform
+    from .backbones import build_backbone, eval_transform, train_transform
     from .backbones.checkpoint import looks_like_path
-    from .data import image_folder, train_transform
+    from .data import image_folder
+    from .fingerprint import describe_transform
     from .exits import parse_exit_types
     from .pipeline import Settings, run_pipeline, seeded_bank
     from .rundir import RunDir, RunInfo
@@ -256,6 +257,8 @@ def _extract(args, known) -> int:
     run = RunDir(out)
 
     eval_tf = eval_transform(args.model, weights)
+    # built even when the exits exist: run.json's training record names it, and a rerun compares that record
+    train_tf = train_transform(args.model, weights, augment=not args.no_augment)
     splits = {s: image_folder(args.data, s, eval_tf) for s in args.splits}
     classes = {s: len(d.classes) for s, d in splits.items()}
     if len(set(classes.values())) > 1:
@@ -280,7 +283,7 @@ def _extract(args, known) -> int:
         )
     train_data = None
     if not run.exits.is_file():
-        train_data = image_folder(args.data, args.train_split, train_transform(eval_tf, augment=not args.no_augment))
+        train_data = image_folder(args.data, args.train_split, train_tf)
         if len(train_data.classes) != found:
             raise ExtractError(
                 f"split {args.train_split!r} of {args.data!r} has {len(train_data.classes)} class folders, the others {found}"
@@ -313,7 +316,8 @@ def _extract(args, known) -> int:
         backbone_module=args.imports[-1] if args.imports else None,
         training={
             "epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-            "split": args.train_split, "augment": not args.no_augment, "loss": "soft cross-entropy to the head (Eq. 2-3)",
+            "split": args.train_split, "augment": not args.no_augment, "transform": describe_transform(train_tf),
+            "loss": "soft cross-entropy to the head (Eq. 2-3)",
         },
     )
     written = run_pipeline(out, backbone, bank, train_data=train_data, splits=splits, info=info, settings=settings)

@@ -1,10 +1,9 @@
 """Datasets and loaders for extraction.
 
-Three jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
+Two jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
 torchvision ``ImageFolder`` layout) with one clear error when it is missing or
 empty, or when one of its images cannot be decoded (:class:`UnreadableImageError`,
-naming the file, also from a DataLoader worker); derive the usual training
-augmentation from the weights' own eval transform; and hand out samplers whose order depends only on ``(seed, epoch)``
+naming the file, also from a DataLoader worker); and hand out samplers whose order depends only on ``(seed, epoch)``
 (training: torch's ``DistributedSampler``) or on the dataset index
 (recording), on one process or under DDP.
 """
@@ -18,10 +17,6 @@ from collections.abc import Iterator
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from .errors import ExtractError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class IndexedDataset(Dataset):
     """Yield ``(input, label, index)`` so recorded rows carry their dataset index.
@@ -124,50 +119,6 @@ def image_folder(root: str | os.PathLike, split: str, transform=None):
     except (FileNotFoundError, RuntimeError) as exc:
         raise ExtractError(f"data folder {path!r} holds no images in class sub-folders ({exc})") from exc
     return dataset
-
-
-def transform_params(eval_tf) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """``(crop size, mean, std)`` read from an eval transform.
-
-    Understands torchvision's weights presets (``weights.transforms()``) and a
-    ``Compose`` holding ``CenterCrop`` and ``Normalize`` (timm's eval transform).
-
-    Falls back to 224 and the ImageNet statistics for the parts it cannot find.
-    """
-    from torchvision import transforms as T
-
-    size, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
-    if hasattr(eval_tf, "crop_size") and hasattr(eval_tf, "mean"):  # torchvision's ImageClassification preset
-        crop = eval_tf.crop_size
-        size = int(crop[0] if isinstance(crop, (tuple, list)) else crop)
-        return size, tuple(float(v) for v in eval_tf.mean), tuple(float(v) for v in eval_tf.std)
-    steps = getattr(eval_tf, "transforms", [eval_tf])
-    for step in steps:
-        if isinstance(step, T.CenterCrop):
-            s = step.size
-            size = int(s[0] if isinstance(s, (tuple, list)) else s)
-        elif isinstance(step, T.Normalize):
-            mean, std = tuple(round(float(v), 6) for v in step.mean), tuple(round(float(v), 6) for v in step.std)
-    return size, mean, std
-
-
-def train_transform(eval_tf=None, *, augment: bool = True):
-    """The usual ImageNet training augmentation, at the size and normalisation of ``eval_tf``.
-
-    ``RandomResizedCrop`` + horizontal flip (the recipe the torchvision and timm
-    weights were trained with, paper Sec. VI-B.1); ``augment=False`` returns
-    ``eval_tf`` itself.
-    """
-    from torchvision import transforms as T
-
-    if not augment and eval_tf is not None:
-        return eval_tf
-    size, mean, std = transform_params(eval_tf)
-    if not augment:
-        return T.Compose([T.Resize(int(round(size / 0.875))), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
-    return T.Compose(
-        [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
-    )
 
 
 def world() -> tuple[int, int]:

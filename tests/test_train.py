@@ -180,14 +180,60 @@ def test_training_sampler_order_depends_only_on_seed_and_epoch():
         training_sampler(range(0), seed=0)
 
 
-def test_train_transform_follows_the_weights_eval_transform():
-    from extract.backbones import eval_transform
-    from extract.data import train_transform, transform_params
-    from torchvision import transforms as T
+def test_timm_training_transform_is_timms_own():
+    from timm.data import create_transform, resolve_data_config
 
-    for name in ("resnet50", "convnextv2_atto"):
-        size, mean, std = transform_params(eval_transform(name, None))
-        assert size == 224 and mean == pytest.approx((0.485, 0.456, 0.406))
-        steps = train_transform(eval_transform(name, None)).transforms
-        assert isinstance(steps[0], T.RandomResizedCrop) and steps[0].size == (224, 224)
-        assert isinstance(steps[1], T.RandomHorizontalFlip)
+    from extract.backbones import train_transform
+    from extract.backbones.pretrained import timm_cfg
+
+    for name in ("convnextv2_atto", "mobilenetv3_small_100"):
+        want = create_transform(**resolve_data_config(pretrained_cfg=timm_cfg(name, None)), is_training=True)
+        got = train_transform(name, None)
+        assert repr(got) == repr(want)
+        assert "RandomResizedCropAndInterpolation" in repr(got) and "ColorJitter" in repr(got)
+
+
+def test_torchvision_training_transform_follows_the_weights_preset():
+    from torchvision import transforms as T
+    from torchvision.models import get_model_weights
+
+    from extract.backbones import train_transform
+
+    preset = get_model_weights("resnet50").DEFAULT.transforms()
+    steps = train_transform("resnet50", "default").transforms
+    assert isinstance(steps[0], T.RandomResizedCrop) and steps[0].size == (224, 224)
+    assert steps[0].interpolation == preset.interpolation
+    assert isinstance(steps[1], T.RandomHorizontalFlip)
+    assert steps[-1].mean == list(preset.mean) and steps[-1].std == list(preset.std)
+    v1 = train_transform("resnet50", "IMAGENET1K_V1").transforms  # the tag's own preset
+    assert v1[0].size == tuple(get_model_weights("resnet50").IMAGENET1K_V1.transforms().crop_size * 2)
+
+
+def test_every_family_has_a_training_transform_of_its_input_size():
+    from PIL import Image
+
+    from extract.backbones import SUPPORTED, eval_transform, train_transform
+    from extract.backbones.families import FAMILIES
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8))
+    for family in FAMILIES:
+        name = family.names[0]
+        assert name in SUPPORTED
+        torch.manual_seed(0)
+        x = train_transform(name, None)(image)
+        assert x.shape == eval_transform(name, None)(image).shape, family.title
+        # --no-augment: the eval transform itself
+        assert repr(train_transform(name, None, augment=False)) == repr(eval_transform(name, None))
+
+
+def test_registered_backbone_without_training_transform_needs_no_augment(monkeypatch):
+    from extract.backbones import registry
+
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))
+    registry.register_backbone("plain", lambda weights, num_classes: None, lambda weights: "eval")
+    with pytest.raises(ExtractError, match="without a training transform.*--no-augment"):
+        registry.train_transform("plain")
+    assert registry.train_transform("plain", augment=False) == "eval"
+    registry.register_backbone("aug", lambda weights, num_classes: None, lambda weights: "eval",
+                               train_transform=lambda weights: ("train", weights))
+    assert registry.train_transform("aug", "w.pt") == ("train", "w.pt")
