@@ -107,7 +107,7 @@ def test_full_pipeline_on_a_tiny_image_folder(capsys, tmp_path):
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert names == [
-        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "exits.pt", "macs.json", "run.json"
+        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "config.toml", "exits.pt", "macs.json", "run.json"
     ]  # checkpoints/ went once exits.pt was written
     assert "exits: training" in err and str(out / "cache-val.parquet") in stdout
     info = RunInfo.load(out / "run.json")
@@ -154,6 +154,7 @@ def test_full_pipeline_on_a_tiny_image_folder(capsys, tmp_path):
 
 def test_no_augment_trains_on_the_eval_transform_and_records_it(capsys, tmp_path, monkeypatch):
     from extract.backbones import registry
+    import extract.digits  # noqa: F401 - registers itself in the real registry, not in the copy below
 
     data = tiny.make_image_folder(tmp_path / "data", classes=3, per_class=2)
     monkeypatch.setattr(registry, "_USER", dict(registry._USER))

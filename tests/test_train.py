@@ -228,6 +228,7 @@ def test_every_family_has_a_training_transform_of_its_input_size():
 
 def test_registered_backbone_without_training_transform_needs_no_augment(monkeypatch):
     from extract.backbones import registry
+    import extract.digits  # noqa: F401 - registers itself in the real registry, not in the copy below
 
     monkeypatch.setattr(registry, "_USER", dict(registry._USER))
     registry.register_backbone("plain", lambda weights, num_classes: None, lambda weights: "eval")
