@@ -395,7 +395,7 @@ def _extract(args, known) -> int:
         args.data, args.out = os.path.abspath(args.data), os.path.abspath(out)
         if weights is not None and looks_like_path(weights):
             args.weights = os.path.abspath(weights)
-        write_effective_config(args, os.path.join(out, CONFIG_NAME))
+        write_effective_config(args, os.path.join(args.out, CONFIG_NAME))
     if rank == 0 and not args.quiet:
         for split, path in written.items():
             print(path)

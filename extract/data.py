@@ -3,9 +3,10 @@
 Two jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
 torchvision ``ImageFolder`` layout) with one clear error when it is missing or
 empty, or when one of its images cannot be decoded (:class:`UnreadableImageError`,
-naming the file, also from a DataLoader worker); and hand out samplers whose order depends only on ``(seed, epoch)``
-(training: torch's ``DistributedSampler``) or on the dataset index
-(recording), on one process or under DDP.
+naming the file, also from a DataLoader worker); and hand out samplers whose
+order depends only on ``(seed, epoch)`` (training: torch's ``DistributedSampler``)
+or on the dataset index (recording), on one process or under DDP. The training
+transforms come from the weights' library (``extract.backbones.train_transform``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from .errors import ExtractError
+
 
 class IndexedDataset(Dataset):
     """Yield ``(input, label, index)`` so recorded rows carry their dataset index.
