@@ -1,6 +1,7 @@
 """``python -m extract --config FILE``: TOML options under the flags, and the effective config a run writes."""
 
 import argparse
+import json
 import tomllib
 
 import pytest
@@ -85,15 +86,29 @@ def test_unreadable_or_invalid_file(tmp_path):
 
 # ------------------------------------------------------------------ the CLI
 
-torch = pytest.importorskip("torch")
 
-import json  # noqa: E402
+@pytest.fixture
+def tiny():
+    """The tiny registered backbone and its CLI helpers (needs torch; the tests above do not)."""
+    pytest.importorskip("torch")
+    import _extract_tiny
 
-import _extract_tiny as tiny  # noqa: E402
-from _extract_tiny import one_error_line, run_cli  # noqa: E402
+    return _extract_tiny
 
 
-def test_cli_takes_options_from_the_file_and_flags_win(capsys, tmp_path):
+def run_cli(capsys, *argv):
+    from _extract_tiny import run_cli
+
+    return run_cli(capsys, *argv)
+
+
+def one_error_line(err):
+    from _extract_tiny import one_error_line
+
+    return one_error_line(err)
+
+
+def test_cli_takes_options_from_the_file_and_flags_win(capsys, tmp_path, tiny):
     config = tmp_path / "macs.toml"
     config.write_text('model = "tinynet"\nimport = ["_extract_tiny"]\nexit_types = "mlp1"\nmacs = true\njson = true\n')
     code, out, err = run_cli(capsys, "--config", config)
@@ -103,7 +118,7 @@ def test_cli_takes_options_from_the_file_and_flags_win(capsys, tmp_path):
     assert code == 0 and json.loads(out)["exit_types"] == ["mlp2x5"]
 
 
-def test_cli_bad_file_is_one_error_line(capsys, tmp_path):
+def test_cli_bad_file_is_one_error_line(capsys, tmp_path, tiny):
     config = tmp_path / "run.toml"
     config.write_text('model = "tinynet"\nepochs = "two"\n')
     with pytest.raises(SystemExit) as info:
@@ -116,7 +131,7 @@ def test_cli_bad_file_is_one_error_line(capsys, tmp_path):
     assert "required: model" in one_error_line(capsys.readouterr().err)
 
 
-def test_an_option_from_the_file_that_the_mode_ignores_is_named_with_the_file(capsys, tmp_path):
+def test_an_option_from_the_file_that_the_mode_ignores_is_named_with_the_file(capsys, tmp_path, tiny):
     config = tmp_path / "run.toml"
     config.write_text('data = "somewhere"\n')
     code, _, err = run_cli(capsys, "digits", "--config", config, "--out", tmp_path / "d", "--quiet")
@@ -124,7 +139,7 @@ def test_an_option_from_the_file_that_the_mode_ignores_is_named_with_the_file(ca
     assert f"does not use --data (in {config}); drop it" in one_error_line(err)
 
 
-def test_run_folder_config_repeats_the_run(capsys, tmp_path):
+def test_run_folder_config_repeats_the_run(capsys, tmp_path, tiny):
     data = tiny.make_image_folder(tmp_path / "data", classes=3, per_class=2)
     out = tmp_path / "run"
     code, _, err = run_cli(
