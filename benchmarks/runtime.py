@@ -114,7 +114,7 @@ def benchmark(name, backbone, bank, configs, labels, inputs, device, *, batches,
     for batch in batches:
         data = inputs[:samples1] if batch == 1 else inputs
         # the profile at this batch size and input size (the backbone's input_size may differ: --size)
-        profile = measure_costs(backbone, bank, example=inputs[:batch], warmup=3, repeats=10 if batch == 1 else 5)
+        profile = measure_costs(backbone, bank, example=inputs[:batch], min_run_time=0.2)
         variants = {"backbone": backbone}
         for i in range(len(configs)):
             variants[labels[i]] = lambda x, i=i: model.use(i)(x)

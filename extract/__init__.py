@@ -13,6 +13,7 @@ _LAZY = {
     "SegmentedBackbone": "backbones",
     "build_backbone": "backbones",
     "eval_transform": "backbones",
+    "train_transform": "backbones",
     "from_blocks": "backbones",
     "register_backbone": "backbones",
     "SUPPORTED": "backbones",

@@ -5,7 +5,12 @@
                       [--device cpu|cuda] [--quiet]
     python -m extract MODEL --macs [--json]
     python -m extract digits [--out data/digits]
+    python -m extract --config run.toml [MODEL] [more flags]
     torchrun --nproc_per_node G -m extract MODEL --data DATA ...
+
+``--config FILE`` reads a flat TOML table of these options (:mod:`extract.config`);
+flags given on the command line win. An extraction writes the options it used
+into its run folder as ``config.toml``, which ``--config`` takes back.
 
 Bad input (unknown model, missing data or weights, a checkpoint of another
 architecture, a class-count mismatch, an option the mode does not use, a run
@@ -23,6 +28,7 @@ from dyce_search._io import check_writable
 from dyce_search._logging import add_verbosity, setup_logging
 from dyce_search.errors import CliParser, DyceError, run_cli
 
+from .config import CONFIG_NAME, ConfigError, dump_toml, load_config
 from .errors import ExtractError
 
 def default_workers() -> int:
@@ -62,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
             "'digits' runs the embedded demo on scikit-learn's handwritten digits."
         ),
     )
-    p.add_argument("model", help="backbone name (resnet18/34/50/101/152, convnextv2_*, vit_*/deit_*_patch16_224, "
+    # optional for argparse, so that a --config file can name it; parse_args requires it from one or the other
+    p.add_argument("model", nargs="?", help="backbone name (resnet18/34/50/101/152, convnextv2_*, vit_*/deit_*_patch16_224, "
                    "mobilenetv3_small_100/large_100; docs/backbones.md), or 'digits' for the demo")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML file of options (keys: the long option names, e.g. batch-size = 128, and model); "
+                   "flags given here win; a run folder's config.toml repeats that run")
     p.add_argument("--data", help="ImageNet-style folder: DATA/<split>/<class>/<image> (torchvision ImageFolder)")
     p.add_argument(
         "--weights",
@@ -102,8 +112,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Options a config file may not set: they are about this invocation, not the run.
+NOT_IN_FILE = ("help", "version", "config")
+#: Options left out of the effective config written into a run folder: how the run talks, not what it does.
+NOT_RECORDED = (*NOT_IN_FILE, "verbose", "quiet", "macs", "json")
+
+
+def config_key(action: argparse.Action) -> str:
+    """The config-file key of an option: its long name without ``--`` (``batch-size``, ``import``), or the positional's name."""
+    longs = [o[2:] for o in action.option_strings if o.startswith("--")]
+    return longs[0] if longs else action.dest
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` on top of the ``--config`` file's values (flags win); a bad file is one ``error:`` line."""
+    parser = build_parser()
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    given, _ = first.parse_known_args(argv)
+    from_file: dict = {}
+    if given.config is not None:
+        try:
+            from_file = load_config(given.config, parser, key=config_key, skip=NOT_IN_FILE)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        parser.set_defaults(**from_file)
+    args = parser.parse_args(argv)
+    if args.model is None:
+        parser.error("the following arguments are required: model (or model = \"...\" in the --config file)")
+    args.from_config = tuple(from_file)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logging(args)
     try:
         # OSError: e.g. a pretrained-weights download without network, an unreadable image, a full disk
@@ -128,6 +170,9 @@ def _reject_ignored(args, known) -> None:
     values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in IGNORED[mode]}
     given = [flag for flag, value in values.items() if value is not None and value is not False]
     if given:
+        in_file = [flag for flag in given if flag[2:].replace("-", "_") in getattr(args, "from_config", ())]
+        if in_file:
+            given = [f"{flag} (in {args.config})" if flag in in_file else flag for flag in given]
         what = {"demo": f"the {args.model} demo", "macs": "--macs (shapes only)", "extract": f"extracting {args.model}"}[mode]
         raise ExtractError(f"{what} does not use {', '.join(given)}; drop {'it' if len(given) == 1 else 'them'}")
 
@@ -166,6 +211,28 @@ def _run(args) -> int:
     args.out = args.out or known.out or os.path.join("runs", args.model)
     _check_numbers(args)
     return {"macs": _print_macs, "demo": _demo, "extract": _extract}[_mode(args, known)](args, known)
+
+
+def effective_config(args) -> dict:
+    """``{config key: value}`` of every option of an extraction (as :func:`parse_args` left ``args``, defaults resolved)."""
+    ignored = set(IGNORED["extract"])
+    values = {}
+    for action in build_parser()._actions:
+        if action.dest in NOT_RECORDED or f"--{config_key(action)}" in ignored:
+            continue
+        value = getattr(args, action.dest)
+        values[config_key(action)] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def write_effective_config(args, path: str) -> None:
+    """Write :func:`effective_config` as TOML, atomically; ``python -m extract --config PATH`` repeats the run."""
+    from dyce_search._io import write_text_atomic
+
+    header = (f"The options of this run (defaults resolved). Repeat it with\n"
+              f"  python -m extract --config {path}\n"
+              "Flags given on the command line win over these values.")
+    write_text_atomic(path, dump_toml(effective_config(args), header=header))
 
 
 def _print_macs(args, known) -> int:
@@ -231,9 +298,10 @@ def _shutdown_distributed() -> None:
 
 
 def _extract(args, known) -> int:
-    from .backbones import build_backbone, eval_transform
+    from .backbones import build_backbone, eval_transform, train_transform
     from .backbones.checkpoint import looks_like_path
-    from .data import image_folder, train_transform
+    from .data import image_folder
+    from .fingerprint import describe_transform
     from .exits import parse_exit_types
     from .pipeline import Settings, run_pipeline, seeded_bank
     from .rundir import RunDir, RunInfo
@@ -256,6 +324,8 @@ def _extract(args, known) -> int:
     run = RunDir(out)
 
     eval_tf = eval_transform(args.model, weights)
+    # built even when the exits exist: run.json's training record names it, and a rerun compares that record
+    train_tf = train_transform(args.model, weights, augment=not args.no_augment)
     splits = {s: image_folder(args.data, s, eval_tf) for s in args.splits}
     classes = {s: len(d.classes) for s, d in splits.items()}
     if len(set(classes.values())) > 1:
@@ -280,7 +350,7 @@ def _extract(args, known) -> int:
         )
     train_data = None
     if not run.exits.is_file():
-        train_data = image_folder(args.data, args.train_split, train_transform(eval_tf, augment=not args.no_augment))
+        train_data = image_folder(args.data, args.train_split, train_tf)
         if len(train_data.classes) != found:
             raise ExtractError(
                 f"split {args.train_split!r} of {args.data!r} has {len(train_data.classes)} class folders, the others {found}"
@@ -313,10 +383,19 @@ def _extract(args, known) -> int:
         backbone_module=args.imports[-1] if args.imports else None,
         training={
             "epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-            "split": args.train_split, "augment": not args.no_augment, "loss": "soft cross-entropy to the head (Eq. 2-3)",
+            "split": args.train_split, "augment": not args.no_augment, "transform": describe_transform(train_tf),
+            "loss": "soft cross-entropy to the head (Eq. 2-3)",
         },
     )
     written = run_pipeline(out, backbone, bank, train_data=train_data, splits=splits, info=info, settings=settings)
+    if rank == 0:
+        # what the run used, defaults resolved; written after the pipeline, so a refused rerun leaves the file alone
+        args.epochs, args.batch_size, args.device, args.num_classes = (
+            settings.epochs, settings.batch_size, device, backbone.num_classes)
+        args.data, args.out = os.path.abspath(args.data), os.path.abspath(out)
+        if weights is not None and looks_like_path(weights):
+            args.weights = os.path.abspath(weights)
+        write_effective_config(args, os.path.join(args.out, CONFIG_NAME))
     if rank == 0 and not args.quiet:
         for split, path in written.items():
             print(path)

@@ -1,11 +1,12 @@
 """Datasets and loaders for extraction.
 
-Three jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
+Two jobs: open an ImageNet-style folder split (``DATA/train``, ``DATA/val``,
 torchvision ``ImageFolder`` layout) with one clear error when it is missing or
 empty, or when one of its images cannot be decoded (:class:`UnreadableImageError`,
-naming the file, also from a DataLoader worker); derive the usual training
-augmentation from the weights' own eval transform; and hand out samplers whose order depends only on ``(seed, epoch)``
-(training) or on the dataset index (recording), on one process or under DDP.
+naming the file, also from a DataLoader worker); and hand out samplers whose
+order depends only on ``(seed, epoch)`` (training: torch's ``DistributedSampler``)
+or on the dataset index (recording), on one process or under DDP. The training
+transforms come from the weights' library (``extract.backbones.train_transform``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ import math
 import os
 from collections.abc import Iterator
 
-import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from .errors import ExtractError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class IndexedDataset(Dataset):
@@ -126,50 +123,6 @@ def image_folder(root: str | os.PathLike, split: str, transform=None):
     return dataset
 
 
-def transform_params(eval_tf) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """``(crop size, mean, std)`` read from an eval transform.
-
-    Understands torchvision's weights presets (``weights.transforms()``) and a
-    ``Compose`` holding ``CenterCrop`` and ``Normalize`` (timm's eval transform).
-
-    Falls back to 224 and the ImageNet statistics for the parts it cannot find.
-    """
-    from torchvision import transforms as T
-
-    size, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
-    if hasattr(eval_tf, "crop_size") and hasattr(eval_tf, "mean"):  # torchvision's ImageClassification preset
-        crop = eval_tf.crop_size
-        size = int(crop[0] if isinstance(crop, (tuple, list)) else crop)
-        return size, tuple(float(v) for v in eval_tf.mean), tuple(float(v) for v in eval_tf.std)
-    steps = getattr(eval_tf, "transforms", [eval_tf])
-    for step in steps:
-        if isinstance(step, T.CenterCrop):
-            s = step.size
-            size = int(s[0] if isinstance(s, (tuple, list)) else s)
-        elif isinstance(step, T.Normalize):
-            mean, std = tuple(round(float(v), 6) for v in step.mean), tuple(round(float(v), 6) for v in step.std)
-    return size, mean, std
-
-
-def train_transform(eval_tf=None, *, augment: bool = True):
-    """The usual ImageNet training augmentation, at the size and normalisation of ``eval_tf``.
-
-    ``RandomResizedCrop`` + horizontal flip (the recipe the torchvision and timm
-    weights were trained with, paper Sec. VI-B.1); ``augment=False`` returns
-    ``eval_tf`` itself.
-    """
-    from torchvision import transforms as T
-
-    if not augment and eval_tf is not None:
-        return eval_tf
-    size, mean, std = transform_params(eval_tf)
-    if not augment:
-        return T.Compose([T.Resize(int(round(size / 0.875))), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
-    return T.Compose(
-        [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
-    )
-
-
 def world() -> tuple[int, int]:
     """``(rank, world size)`` of the current process group, ``(0, 1)`` without one."""
     import torch.distributed as dist
@@ -179,33 +132,33 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffled order fixed by ``(seed, epoch)``, this rank's share of it.
+# The per-run seed is spread by this stride before DistributedSampler adds the
+# epoch (its order is randperm(n) seeded with ``seed + epoch``): runs with
+# neighbouring seeds then never share an epoch's order, and the stride keeps
+# the order every earlier run (the shipped data/digits demo included) trained on.
+SEED_STRIDE = 100_003
 
-    Equal to ``DistributedSampler(shuffle=True, drop_last=False)``'s scheme
-    (pad by wrapping, then every ``world``-th index from ``rank``) but usable
-    without a process group, so a resumed or a single-process run draws the
-    same batches for the same epoch.
+
+def training_sampler(dataset: Dataset, *, seed: int, rank: int = 0, world_size: int = 1) -> DistributedSampler:
+    """torch's ``DistributedSampler`` for the training order: shuffled by ``(seed, epoch)``, this rank's share.
+
+    Call ``set_epoch(epoch)`` before each epoch. The order depends only on
+    ``(seed, epoch)`` (pad by wrapping, then every ``world_size``-th index from
+    ``rank``), with or without a process group, so a resumed run draws the
+    same batches for the same epoch. ``rank``/``world_size`` are passed
+    explicitly, so no process group is needed on one process.
+
+    Raises
+    ------
+    ExtractError
+        ``dataset`` is empty.
     """
-
-    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1):
-        if n <= 0:
-            raise ExtractError("cannot train on an empty dataset")
-        self.n, self.seed, self.rank, self.world_size = int(n), int(seed), int(rank), int(world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        total = len(self) * self.world_size
-        order += order[: total - self.n]
-        return iter(order[self.rank : total : self.world_size])
+    if len(dataset) <= 0:
+        raise ExtractError("cannot train on an empty dataset")
+    return DistributedSampler(
+        dataset, num_replicas=int(world_size), rank=int(rank), shuffle=True,
+        seed=int(seed) * SEED_STRIDE, drop_last=False,
+    )
 
 
 class ChunkSampler(Sampler[int]):

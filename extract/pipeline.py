@@ -154,6 +154,8 @@ def _same_run(old: RunInfo, new: RunInfo, where: str) -> None:
         a, b = _plain(getattr(old, key)), _plain(getattr(new, key))
         if key == "preprocess" and a is None:
             continue  # recorded before run.json described the preprocessing
+        if key == "training" and isinstance(a, dict) and isinstance(b, dict) and "transform" not in a:
+            b = {k: v for k, v in b.items() if k != "transform"}  # recorded before run.json named the training transform
         if a != b:
             if isinstance(a, dict) and isinstance(b, dict):
                 sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))

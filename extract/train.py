@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dyce_search._io import atomic_target
 
-from .data import EpochSampler, IndexedDataset, world
+from .data import IndexedDataset, training_sampler, world
 from .errors import ExtractError
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def train_exits(
     lr : float
         Adam learning rate (paper: 3e-4).
     seed : int
-        Fixes the per-epoch shuffling (:class:`~extract.data.EpochSampler`).
+        Fixes the per-epoch shuffling (:func:`~extract.data.training_sampler`).
     device : str or torch.device
         ``cuda`` turns on bf16/fp16 autocast.
     checkpoint_dir : path, optional
@@ -246,7 +246,7 @@ def train_exits(
 
         model = DistributedDataParallel(bank, device_ids=[device.index] if device.type == "cuda" else None)
 
-    sampler = EpochSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+    sampler = training_sampler(dataset, seed=seed, rank=rank, world_size=world_size)
     loader = DataLoader(
         IndexedDataset(dataset),
         batch_size=batch_size,

@@ -59,7 +59,14 @@ def transform(weights):
     return T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])
 
 
-register_backbone(NAME, factory, transform)
+def train_transform(weights):
+    from torchvision import transforms as T
+
+    return T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip(), T.ToTensor(),
+                      T.Normalize((0.5,) * 3, (0.25,) * 3)])
+
+
+register_backbone(NAME, factory, transform, train_transform=train_transform)
 
 
 def make_image_folder(root, splits=("train", "val"), classes=3, per_class=4, seed=0, size=40):

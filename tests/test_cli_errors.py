@@ -80,7 +80,7 @@ def _main_of(cli: str):
         ("dyce_search", [], "required: CACHE"),
         ("extract", ["resnet18", "--epochs", "two"], "invalid int value: 'two'"),
         ("extract", ["resnet18", "--bogus"], "unrecognized arguments: --bogus"),
-        ("extract.latency", ["run", "--out", "p.json", "--repeats", "x"], "invalid int value: 'x'"),
+        ("extract.latency", ["run", "--out", "p.json", "--min-run-time", "x"], "invalid float value: 'x'"),
         ("extract.latency", ["run"], "required: --out"),
         ("extract.export", ["RUN", "RESULT"], "required: --out"),
         ("analysis", ["--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
@@ -122,6 +122,23 @@ def test_every_option_has_help_text(monkeypatch, cli):
     bare = [", ".join(a.option_strings) or a.dest for a in parser._actions
             if a.help != argparse.SUPPRESS and not (a.help or "").strip()]
     assert bare == [], f"python -m {cli}: options without help text: {bare}"
+
+
+@pytest.mark.parametrize("module", ["extract", "extract.latency", "extract.export"])
+@pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])
+def test_help_and_usage_errors_answer_without_importing_torch(module, argv):
+    # torch takes seconds to import; the parser must answer before it is needed
+    probe = (
+        "import sys, importlib\n"
+        f"main = importlib.import_module({module!r} if {module!r} != 'extract' else 'extract.cli').main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch', code, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stderr.splitlines()[-1] == f"no torch {0 if argv == ['--help'] else 2}", done.stderr
 
 
 def test_module_entry_point_usage_error_is_one_line():
@@ -229,7 +246,7 @@ def test_latency_out_is_checked_before_timing(capsys, monkeypatch, tmp_path):
     pytest.importorskip("torch")
     from extract.latency import main
 
-    _forbid(monkeypatch, "extract.latency.measure_costs", "the timing")
+    _forbid(monkeypatch, "extract.latency.measure_latency", "the timing")
     out = tmp_path / "nope" / "profile.json"
     assert _call(main, [DIGITS_RUN, "--out", out, "--quiet"]) == 2
     line = _one_error_line(capsys.readouterr().err)

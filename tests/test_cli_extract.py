@@ -107,13 +107,16 @@ def test_full_pipeline_on_a_tiny_image_folder(capsys, tmp_path):
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert names == [
-        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "exits.pt", "macs.json", "run.json"
+        "backbone.pt", "cache-train.parquet", "cache-val.parquet", "config.toml", "exits.pt", "macs.json", "run.json"
     ]  # checkpoints/ went once exits.pt was written
     assert "exits: training" in err and str(out / "cache-val.parquet") in stdout
     info = RunInfo.load(out / "run.json")
     assert (info.backbone, info.weights, info.num_classes, info.input_size) == ("tinynet", None, 3, (3, 32, 32))
     assert info.splits == ("train", "val") and info.backbone_file and info.backbone_module == "_extract_tiny"
     assert [p["name"] for p in info.positions] == ["block0", "block1"]
+    # the training record names the pipeline the exits were trained through (the registered one)
+    assert info.training["augment"] is True
+    assert info.training["transform"].startswith("Compose( RandomResizedCrop(size=(32, 32)")
 
     backbone, bank, info2 = load_run(out)
     assert info2 == info and bank.exit_types == ("mlp1", "mlp2x8") and not bank.training
@@ -137,10 +140,36 @@ def test_full_pipeline_on_a_tiny_image_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv)
     assert code == 0 and "using trained exits" in err and "cache exists" in err
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.p*")}
+    # a run.json from before the training transform was recorded still reruns
+    doc = json.loads((out / "run.json").read_text())
+    del doc["training"]["transform"]
+    (out / "run.json").write_text(json.dumps(doc))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and "cache exists" in err, err
     # another model into the same directory is refused
     code, _, err = run_cli(capsys, *argv[:-6], "--exit-types", "mlp1", "--quiet")
     assert code == 2 and "choose another --out" in one_error_line(err)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_no_augment_trains_on_the_eval_transform_and_records_it(capsys, tmp_path, monkeypatch):
+    from extract.backbones import registry
+    import extract.digits  # noqa: F401 - registers itself in the real registry, not in the copy below
+
+    data = tiny.make_image_folder(tmp_path / "data", classes=3, per_class=2)
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))
+    registry.register_backbone("tiny-eval-only", lambda weights, num_classes: tiny.factory(weights, num_classes),
+                               tiny.transform)
+    argv = ["tiny-eval-only", *TINY, "--data", data, "--weights", "none", "--epochs", "1", "--batch-size", "6",
+            "--workers", "0", "--exit-types", "mlp1", "--device", "cpu", "--quiet"]
+    # registered without a training transform: augmenting is refused in one line, --no-augment works
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "a")
+    assert code == 2 and "without a training transform" in one_error_line(err)
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "b", "--no-augment")
+    assert code == 0, err
+    training = RunInfo.load(tmp_path / "b" / "run.json").training
+    assert training["augment"] is False
+    assert training["transform"] == " ".join(repr(tiny.transform(None)).split())
 
 
 def test_load_run_errors(tmp_path):

@@ -131,30 +131,110 @@ def test_checkpoint_of_another_setup_is_refused(tmp_path):
         load_checkpoint(tmp_path / CHECKPOINT_NAME)
 
 
-def test_epoch_sampler_order_depends_only_on_seed_and_epoch():
-    from extract.data import EpochSampler
+def _old_epoch_order(n, seed, epoch, rank, world_size):
+    """The hand-written sampler's order every earlier run trained on (the shipped digits demo included).
 
-    a, b = EpochSampler(11, seed=3), EpochSampler(11, seed=3)
+    randperm(n) seeded with ``seed * 100_003 + epoch``, padded by wrapping to a
+    multiple of ``world_size``, then every ``world_size``-th index from ``rank``.
+    """
+    import math
+
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    total = math.ceil(n / world_size) * world_size
+    order += order[: total - n]
+    return order[rank:total:world_size]
+
+
+@pytest.mark.parametrize("n", [8, 11, 64, 1797])
+@pytest.mark.parametrize("seed", [0, 3, 12345])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+def test_training_sampler_keeps_the_old_order(n, seed, world_size):
+    from torch.utils.data import DistributedSampler
+
+    from extract.data import training_sampler
+
+    for rank in range(world_size):
+        sampler = training_sampler(range(n), seed=seed, rank=rank, world_size=world_size)
+        assert isinstance(sampler, DistributedSampler)
+        for epoch in (0, 1, 5):
+            sampler.set_epoch(epoch)
+            assert list(sampler) == _old_epoch_order(n, seed, epoch, rank, world_size)
+
+
+def test_training_sampler_order_depends_only_on_seed_and_epoch():
+    from extract.data import training_sampler
+
+    a, b = training_sampler(range(11), seed=3), training_sampler(range(11), seed=3)
     a.set_epoch(2), b.set_epoch(2)
     assert list(a) == list(b) and sorted(a) == list(range(11))
     b.set_epoch(3)
     assert list(a) != list(b)
-    ranks = [EpochSampler(11, seed=3, rank=r, world_size=3) for r in range(3)]
+    ranks = [training_sampler(range(11), seed=3, rank=r, world_size=3) for r in range(3)]
     for r in ranks:
         r.set_epoch(2)
     shares = [list(r) for r in ranks]
     assert all(len(s) == 4 for s in shares)  # 11 padded to 12
     assert set().union(*map(set, shares)) == set(range(11))
+    with pytest.raises(ExtractError, match="empty dataset"):
+        training_sampler(range(0), seed=0)
 
 
-def test_train_transform_follows_the_weights_eval_transform():
-    from extract.backbones import eval_transform
-    from extract.data import train_transform, transform_params
+def test_timm_training_transform_is_timms_own():
+    from timm.data import create_transform, resolve_data_config
+
+    from extract.backbones import train_transform
+    from extract.backbones.pretrained import timm_cfg
+
+    for name in ("convnextv2_atto", "mobilenetv3_small_100"):
+        want = create_transform(**resolve_data_config(pretrained_cfg=timm_cfg(name, None)), is_training=True)
+        got = train_transform(name, None)
+        assert repr(got) == repr(want)
+        assert "RandomResizedCropAndInterpolation" in repr(got) and "ColorJitter" in repr(got)
+
+
+def test_torchvision_training_transform_follows_the_weights_preset():
     from torchvision import transforms as T
+    from torchvision.models import get_model_weights
 
-    for name in ("resnet50", "convnextv2_atto"):
-        size, mean, std = transform_params(eval_transform(name, None))
-        assert size == 224 and mean == pytest.approx((0.485, 0.456, 0.406))
-        steps = train_transform(eval_transform(name, None)).transforms
-        assert isinstance(steps[0], T.RandomResizedCrop) and steps[0].size == (224, 224)
-        assert isinstance(steps[1], T.RandomHorizontalFlip)
+    from extract.backbones import train_transform
+
+    preset = get_model_weights("resnet50").DEFAULT.transforms()
+    steps = train_transform("resnet50", "default").transforms
+    assert isinstance(steps[0], T.RandomResizedCrop) and steps[0].size == (224, 224)
+    assert steps[0].interpolation == preset.interpolation
+    assert isinstance(steps[1], T.RandomHorizontalFlip)
+    assert steps[-1].mean == list(preset.mean) and steps[-1].std == list(preset.std)
+    v1 = train_transform("resnet50", "IMAGENET1K_V1").transforms  # the tag's own preset
+    assert v1[0].size == tuple(get_model_weights("resnet50").IMAGENET1K_V1.transforms().crop_size * 2)
+
+
+def test_every_family_has_a_training_transform_of_its_input_size():
+    from PIL import Image
+
+    from extract.backbones import SUPPORTED, eval_transform, train_transform
+    from extract.backbones.families import FAMILIES
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8))
+    for family in FAMILIES:
+        name = family.names[0]
+        assert name in SUPPORTED
+        torch.manual_seed(0)
+        x = train_transform(name, None)(image)
+        assert x.shape == eval_transform(name, None)(image).shape, family.title
+        # --no-augment: the eval transform itself
+        assert repr(train_transform(name, None, augment=False)) == repr(eval_transform(name, None))
+
+
+def test_registered_backbone_without_training_transform_needs_no_augment(monkeypatch):
+    from extract.backbones import registry
+    import extract.digits  # noqa: F401 - registers itself in the real registry, not in the copy below
+
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))
+    registry.register_backbone("plain", lambda weights, num_classes: None, lambda weights: "eval")
+    with pytest.raises(ExtractError, match="without a training transform.*--no-augment"):
+        registry.train_transform("plain")
+    assert registry.train_transform("plain", augment=False) == "eval"
+    registry.register_backbone("aug", lambda weights, num_classes: None, lambda weights: "eval",
+                               train_transform=lambda weights: ("train", weights))
+    assert registry.train_transform("aug", "w.pt") == ("train", "w.pt")

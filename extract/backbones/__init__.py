@@ -4,7 +4,7 @@ from .base import PositionInfo, SegmentedBackbone
 from .checkpoint import load_checkpoint, load_state_strict, read_state_dict
 from .generic import from_blocks
 from .layout import NCHW, FeatureLayout, tokens
-from .registry import SUPPORTED, available, build_backbone, eval_transform, register_backbone
+from .registry import SUPPORTED, available, build_backbone, eval_transform, register_backbone, train_transform
 
 __all__ = [
     "NCHW",
@@ -15,6 +15,7 @@ __all__ = [
     "available",
     "build_backbone",
     "eval_transform",
+    "train_transform",
     "from_blocks",
     "load_checkpoint",
     "load_state_strict",

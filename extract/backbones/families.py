@@ -43,7 +43,8 @@ class Family:
     input_size : callable ``model -> (C, H, W)``
         The input the model is built for.
     weights : TorchvisionWeights or TimmWeights
-        Pretrained weights: tags, download, evaluation transform.
+        Pretrained weights: tags, download, evaluation and training transform
+        (timm's ``create_transform(is_training=True)`` or torchvision's reference recipe).
     classifier_key : str
         State-dict key of the original model's classifier weight (names a
         class-count mismatch of a checkpoint).

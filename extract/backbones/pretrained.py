@@ -2,7 +2,7 @@
 
 A family's entry in the registry table names one of the two schemes below;
 each resolves a user's weights spec to a tag, creates the pretrained model and
-gives the evaluation transform of a tag. The two functions that download
+gives the evaluation and the training transform of a tag. The two functions that download
 (:func:`torchvision_state_dict`, :func:`create_timm` with ``pretrained=True``)
 are the only places that reach the network; tests replace them.
 """
@@ -104,6 +104,27 @@ class TorchvisionWeights:
     def transform(self, name: str, tag: str | None):
         return self._entry(name, tag).transforms()
 
+    def train_transform(self, name: str, tag: str | None):
+        """torchvision's ImageNet training recipe at the weights' own preset.
+
+        torchvision ships no training transform with its weights, only the
+        eval preset (``ImageClassification``: ``crop_size``, ``interpolation``,
+        ``mean``, ``std``). Its reference training scripts
+        (``references/classification/presets.py``) train at that crop size
+        with ``RandomResizedCrop`` and a horizontal flip, then normalise like
+        the preset; that is what this builds (paper Sec. VI-B.1: "the same
+        strategy as ImageNet pre-training").
+        """
+        from torchvision import transforms as T
+
+        preset = self.transform(name, tag)
+        return T.Compose([
+            T.RandomResizedCrop(list(preset.crop_size), interpolation=preset.interpolation, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(list(preset.mean), list(preset.std)),
+        ])
+
 
 @dataclass(frozen=True)
 class TimmWeights:
@@ -132,6 +153,16 @@ class TimmWeights:
         from timm.data import create_transform, resolve_data_config
 
         return create_transform(**resolve_data_config(pretrained_cfg=timm_cfg(name, tag)))
+
+    def train_transform(self, name: str, tag: str | None):
+        """timm's own training pipeline for the tag's data config (``create_transform(is_training=True)``).
+
+        timm's defaults: random-resized crop at the tag's input size and
+        interpolation, horizontal flip, colour jitter 0.4, the tag's mean/std.
+        """
+        from timm.data import create_transform, resolve_data_config
+
+        return create_transform(**resolve_data_config(pretrained_cfg=timm_cfg(name, tag)), is_training=True)
 
 
 TORCHVISION = TorchvisionWeights()

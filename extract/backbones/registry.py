@@ -1,4 +1,4 @@
-"""Backbones by name: ``build_backbone(name, weights)`` and ``eval_transform(name, weights)``.
+"""Backbones by name: ``build_backbone(name, weights)``, ``eval_transform(name, weights)``, ``train_transform``.
 
 Weights specs, the same for every built-in backbone:
 
@@ -69,6 +69,7 @@ class _Registered:
     factory: Callable[[str | None, int], SegmentedBackbone]
     transform: Callable[[str | None], Callable] | None
     defaults: Defaults
+    train_transform: Callable[[str | None], Callable] | None = None
 
 
 _USER: dict[str, _Registered] = {}
@@ -83,6 +84,7 @@ def register_backbone(
     exit_types: str = DEFAULT_EXIT_TYPES,
     out: str | None = None,
     demo: Callable[..., object] | None = None,
+    train_transform: Callable[[str | None], Callable] | None = None,
 ) -> None:
     """Make a user backbone available to :func:`build_backbone` (and so to the CLI).
 
@@ -101,10 +103,13 @@ def register_backbone(
         Its exit types where none are given (``--exit-types``), e.g. ``"mlp1,mlp2x32"``.
     out, demo
         Its default run directory and its demo command (see :class:`Defaults`).
+    train_transform : callable ``(weights) -> transform``, optional
+        The training augmentation for :func:`train_transform`; without it the
+        exits of this backbone can only be trained with ``--no-augment``.
     """
     if name in SUPPORTED:
         raise ExtractError(f"backbone name {name!r} is built in; choose another name")
-    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types), out, demo))
+    _USER[name] = _Registered(factory, transform, Defaults(int(num_classes), str(exit_types), out, demo), train_transform)
 
 
 def available() -> tuple[str, ...]:
@@ -233,3 +238,37 @@ def eval_transform(name: str, weights: str | os.PathLike | None = None) -> Calla
         return _USER[name].transform(spec)
     scheme = BY_NAME[name].weights
     return scheme.transform(name, None if by_default else scheme.resolve(name, spec))
+
+
+def train_transform(name: str, weights: str | os.PathLike | None = None, *, augment: bool = True) -> Callable:
+    """The training pipeline of the exits (paper Sec. VI-B.1: the weights' ImageNet pre-training augmentation).
+
+    Where it comes from is the family's weights scheme
+    (:data:`extract.backbones.families.FAMILIES`): timm families use timm's
+    ``create_transform(**resolve_data_config(cfg), is_training=True)``,
+    torchvision families torchvision's reference recipe at the weights'
+    preset (:meth:`~extract.backbones.pretrained.TorchvisionWeights.train_transform`);
+    a registered backbone uses the ``train_transform`` it was registered with.
+    Random init and local checkpoints use the default weights' pipeline, as
+    for :func:`eval_transform`. ``augment=False`` is the eval transform itself.
+
+    Raises
+    ------
+    ExtractError
+        Unknown name or weights, or a registered backbone without a training
+        transform (asked with ``augment=True``).
+    """
+    if not augment:
+        return eval_transform(name, weights)
+    _check_name(name)
+    spec = _normalise(weights)
+    if name in _USER:
+        if _USER[name].train_transform is None:
+            raise ExtractError(
+                f"backbone {name!r} was registered without a training transform; pass train_transform= to "
+                "register_backbone, or train on eval-transformed images (--no-augment)"
+            )
+        return _USER[name].train_transform(spec)
+    scheme = BY_NAME[name].weights
+    by_default = spec is None or looks_like_path(spec)
+    return scheme.train_transform(name, None if by_default else scheme.resolve(name, spec))
