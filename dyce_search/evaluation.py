@@ -18,6 +18,7 @@ sample reaching the head pays all segments and all enabled exits.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ from .costs import Costs
 from .errors import CacheError, ResultError
 from .exit_rule import float32_thresholds
 from .objective import Objective, check_lambda, reference
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"Evaluation.{old} is renamed {new} (costs need not be MACs); {old} will be removed",
+                  DeprecationWarning, stacklevel=3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,14 +50,14 @@ class Evaluation:
         when early exits are right where the head is wrong.
     rel_cost : float
         C (Eq. 11), mean per-sample cost over the original model's cost,
-        both in ``unit``. Also available as ``rel_macs`` (its name when every
-        cost was in MACs).
+        both in ``unit``.
     accuracy : float
         Absolute accuracy n_correct / M (agreement with the head if labels
         are unknown, see ``labels_known``).
-    macs : float
+    cost : float
         Mean cost per sample in ``unit`` (MACs unless a profile was given).
-        Also available as ``mean_cost``.
+        Also available as ``mean_cost``. (``macs`` and ``rel_macs``, the
+        names from when every cost was in MACs, still work and warn.)
     exits : int64 [P + 1]
         E_n (Eq. 7): samples leaving at each position, head last.
     exits_correct : int64 [P + 1]
@@ -71,7 +77,7 @@ class Evaluation:
         M.
     labels_known : bool
     unit : str
-        Cost unit of ``macs`` and ``cost_sum`` (:mod:`dyce_search.units`).
+        Cost unit of ``cost`` and ``cost_sum`` (:mod:`dyce_search.units`).
     conservative_rel_accuracy : float or None
         With ``conservative=alpha``: A with every group's accuracy at its
         Beta lower bound (:mod:`dyce_search.conservative`); f then uses it.
@@ -80,7 +86,7 @@ class Evaluation:
     rel_accuracy: float
     rel_cost: float
     accuracy: float
-    macs: float
+    cost: float
     exits: np.ndarray
     exits_correct: np.ndarray
     position_accuracy: np.ndarray
@@ -95,14 +101,21 @@ class Evaluation:
     conservative_rel_accuracy: float | None = None
 
     @property
+    def mean_cost(self) -> float:
+        """Alias of ``cost``: mean cost per sample in ``unit``."""
+        return self.cost
+
+    @property
     def rel_macs(self) -> float:
-        """Alias of ``rel_cost`` (C, Eq. 11)."""
+        """Deprecated name of ``rel_cost`` (C, Eq. 11), which is in ``unit``, not always MACs."""
+        _renamed("rel_macs", "rel_cost")
         return self.rel_cost
 
     @property
-    def mean_cost(self) -> float:
-        """Alias of ``macs``: mean cost per sample in ``unit``."""
-        return self.macs
+    def macs(self) -> float:
+        """Deprecated name of ``cost``, which is in ``unit``, not always MACs."""
+        _renamed("macs", "cost")
+        return self.cost
 
     def to_dict(self) -> dict:
         """Scalar metrics as plain Python values (per-position arrays as lists), named as in result tables."""
@@ -110,7 +123,7 @@ class Evaluation:
             "rel_cost": self.rel_cost,
             "rel_accuracy": self.rel_accuracy,
             "accuracy": self.accuracy,
-            "cost": self.mean_cost,
+            "cost": self.cost,
             "unit": self.unit,
             "f": self.objective,
             "n_correct": self.n_correct,
@@ -350,7 +363,7 @@ def evaluate(cache, config, costs: Costs | None = None, objective="paper", lam=N
         rel_accuracy=obj.rel_accuracy(n_correct),
         rel_cost=obj.rel_cost(cost_sum),
         accuracy=n_correct / M,
-        macs=cost_sum / M,
+        cost=cost_sum / M,
         exits=exits,
         exits_correct=exits_correct,
         position_accuracy=position_accuracy,

@@ -826,7 +826,7 @@ def _metric_row(ev, config) -> dict:
         "rel_cost": ev.rel_cost,
         "rel_accuracy": ev.rel_accuracy,
         "accuracy": ev.accuracy,
-        "cost": ev.mean_cost,
+        "cost": ev.cost,
         "unit": ev.unit,
         "f": math.nan if ev.objective is None else ev.objective,
         "n_exits": int(config.enabled.sum()),

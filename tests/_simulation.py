@@ -51,6 +51,6 @@ def compare_with_simulation(model, cache, x, configs):
             if first < P:  # decisions differ at the first exit where one side left
                 c = float(cache.conf[first, config.exit_types[first], m])
                 borderline += abs(c - config.thresholds[first]) <= 4 * np.spacing(np.float32(c))
-        predicted = evaluate(cache, config).rel_macs * cache.total_macs * cache.n_samples
+        predicted = evaluate(cache, config).rel_cost * cache.total_macs * cache.n_samples
         rows.append((int(differ.sum()), int(borderline), executed, predicted))
     return rows

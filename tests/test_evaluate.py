@@ -63,11 +63,14 @@ def _check_against_naive(cache, config, costs=None):
     np.testing.assert_array_equal(ev.position_accuracy, np.array(naive.A_n(cache, k, t)))
     assert ev.rel_accuracy == pytest.approx(naive.A(cache, k, t), rel=1e-12, abs=1e-15)
     assert ev.rel_cost == pytest.approx(naive.C(cache, k, t, seg, exc), rel=1e-12, abs=1e-15)
-    assert ev.rel_macs == ev.rel_cost
+    with pytest.warns(DeprecationWarning, match="rel_macs is renamed rel_cost"):
+        assert ev.rel_macs == ev.rel_cost
+    with pytest.warns(DeprecationWarning, match="macs is renamed cost"):
+        assert ev.macs == ev.cost == ev.mean_cost
     assert ev.objective == pytest.approx(naive.f_paper(cache, k, t, lam, seg, exc), rel=1e-12, abs=1e-12)
     total = float(np.sum(costs.segment)) if costs is not None else float(cache.total_macs)
-    assert ev.macs == pytest.approx(ev.rel_cost * total, rel=1e-12, abs=1e-12)
-    assert ev.cost_sum == pytest.approx(ev.macs * cache.n_samples, rel=1e-12)
+    assert ev.cost == pytest.approx(ev.rel_cost * total, rel=1e-12, abs=1e-12)
+    assert ev.cost_sum == pytest.approx(ev.cost * cache.n_samples, rel=1e-12)
     assert ev.n_correct == sum(naive.EC(cache, k, t))
     assert ev.accuracy == ev.n_correct / cache.n_samples
     assert ev.labels_known == all(int(v) >= 0 for v in cache.label)
@@ -193,7 +196,7 @@ def test_threshold_above_one_never_exits_but_costs_its_exit():
     cache = tiny_cache([[[1.0, 1.0]]], [[[0, 0]]], [0, 0], [0, 0], exit_macs=[[5]])
     ev = evaluate(cache, (np.array([0]), np.array([1.5])))
     assert ev.exits.tolist() == [0, 2]
-    assert ev.macs == 20 + 5  # total 20 plus the exit every sample ran
+    assert ev.cost == 20 + 5  # total 20 plus the exit every sample ran
     ev = evaluate(cache, (np.array([0]), np.array([-3.0])))
     assert ev.exits.tolist() == [2, 0]
 
@@ -258,7 +261,7 @@ def test_scaled_costs_keep_relative_cost():
     a, b = evaluate(cache, config, macs, lam=0.3), evaluate(cache, config, ms, lam=0.3)
     assert b.unit == "ms" and a.unit == "macs"
     assert b.rel_cost == pytest.approx(a.rel_cost, rel=1e-12)
-    assert b.macs == pytest.approx(a.macs * 2.5e-3, rel=1e-12)
+    assert b.cost == pytest.approx(a.cost * 2.5e-3, rel=1e-12)
     assert b.objective == pytest.approx(a.objective, rel=1e-12)
 
 

@@ -75,7 +75,7 @@ def test_from_configs_table_matches_evaluate(data):
             ev = evaluate(cache, config)
             assert math.isnan(row["f"])
         assert row["rel_cost"] == ev.rel_cost and np.array_equal(row["rel_accuracy"], ev.rel_accuracy, equal_nan=True)
-        assert row["accuracy"] == ev.accuracy and row["cost"] == ev.macs
+        assert row["accuracy"] == ev.accuracy and row["cost"] == ev.cost
         assert row["exits"] == ev.exits.tolist()
         assert row["n_exits"] == int(config.enabled.sum())
         assert row["exit_types"] == config.exit_types.tolist()
@@ -232,7 +232,7 @@ def test_evaluate_on_another_cache(data):
             ev = evaluate(other, config)
         np.testing.assert_array_equal(
             table.loc[i, ["rel_accuracy", "rel_cost", "accuracy", "cost", "f"]].to_numpy(float),
-            [ev.rel_accuracy, ev.rel_macs, ev.accuracy, ev.macs, np.nan if ev.objective is None else ev.objective],
+            [ev.rel_accuracy, ev.rel_cost, ev.accuracy, ev.cost, np.nan if ev.objective is None else ev.objective],
         )
         assert table["exits"][i] == ev.exits.tolist()
     assert table["lambda"].tolist() == result.table["lambda"].tolist()
@@ -262,11 +262,11 @@ def test_evaluate_uses_the_stored_cost_profile():
     result = SearchResult.from_configs(cache, [config], [0.5], method="single_pass", threshold="exact", costs=costs)
     assert result.metadata["cost_unit"] == "ms"
     table = result.evaluate(cache)
-    assert table["cost"][0] == evaluate(cache, config, costs).macs
+    assert table["cost"][0] == evaluate(cache, config, costs).cost
     with pytest.raises(ResultError, match="searched in cost unit 'ms'; evaluating it in 'macs'"):
         result.evaluate(cache, Costs.from_cache(cache))
     macs = result.evaluate(cache, Costs.from_cache(cache), allow_mixed=True)
-    assert macs["cost"][0] == evaluate(cache, config).macs
+    assert macs["cost"][0] == evaluate(cache, config).cost
 
 
 def test_constructor_validation():

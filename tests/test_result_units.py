@@ -42,7 +42,7 @@ def test_search_in_ms_names_columns_for_cost_and_records_the_unit():
     assert (t["unit"] == "ms").all() and result.metadata["cost_unit"] == "ms"
     for row, config in zip(t.itertuples(), result.configs):
         ev = evaluate(cache, config, costs)
-        assert row.rel_cost == ev.rel_cost and row.cost == ev.mean_cost
+        assert row.rel_cost == ev.rel_cost and row.cost == ev.cost
     # C (Eq. 11) is the cost over the original model's, both in ms
     assert np.allclose(t["cost"], t["rel_cost"] * costs.total, rtol=1e-12)
 

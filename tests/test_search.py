@@ -128,7 +128,7 @@ def test_table_metrics_come_from_evaluate(args, method):
     for row, config in zip(table.to_dict("records"), result.configs):
         ev = evaluate(cache, config, costs, objective=kind, lam=row["lambda"])
         assert (row["rel_cost"], row["rel_accuracy"], row["accuracy"], row["cost"], row["f"]) == (
-            ev.rel_macs, ev.rel_accuracy, ev.accuracy, ev.macs, ev.objective)
+            ev.rel_cost, ev.rel_accuracy, ev.accuracy, ev.cost, ev.objective)
         assert row["n_exits"] == int(config.enabled.sum())
         # the search's exact-count objective agrees with evaluate's to rounding
         assert naive_search.value(prep, row["lambda"], config.exit_types, config.thresholds) == pytest.approx(
