@@ -35,12 +35,22 @@ def test_intervals_are_scipys_clopper_pearson(n, data, confidence):
     from scipy.stats import binomtest
 
     k = data.draw(st.integers(0, n))
+    from scipy.stats import binom
+
     ci = binomtest(k, n).proportion_ci(confidence, method="exact")
-    # scipy finds the ends by root finding (~1e-10 relative); ours are the exact Beta quantiles
-    assert binomial_interval(k, n, confidence) == pytest.approx((ci.low, ci.high), rel=1e-8, abs=1e-14)
+    low, high = binomial_interval(k, n, confidence)
+    # scipy finds the ends by root finding (brentq, absolute xtol 2e-12), ours are the exact Beta
+    # quantiles: equal up to scipy's absolute tolerance (relative ~1e-8 where an end is near 1e-5)
+    assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-8, abs=5e-12)
+    # exactness itself: each end puts exactly (1 - confidence) / 2 in its tail of Bin(n, p)
+    tail = (1 - confidence) / 2
+    if k > 0:
+        assert binom.sf(k - 1, n, low) == pytest.approx(tail, rel=1e-9)
+    if k < n:
+        assert binom.cdf(k, n, high) == pytest.approx(tail, rel=1e-9)
     # one-sided bound at 1 - delta: the two-sided interval's upper end at 1 - 2 delta
     delta = (1 - confidence) / 2
-    assert upper_bound(k, n, delta) == pytest.approx(ci.high, rel=1e-8, abs=1e-14)
+    assert upper_bound(k, n, delta) == pytest.approx(ci.high, rel=1e-8, abs=5e-12)
     # and the largest p0 the exact test does not reject at delta
     if k < n:
         b = upper_bound(k, n, delta)
