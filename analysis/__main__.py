@@ -105,6 +105,7 @@ def _run(args) -> int:
 
     from dyce_search import Costs, ExitCache
 
+    from .figure_files import source_date
     from .report import NamedCache, ReportOptions, build_report, name_caches
 
     if not args.caches and not args.synthetic:
@@ -122,6 +123,7 @@ def _run(args) -> int:
     if args.synthetic_test_samples < 0 or args.synthetic_test_samples == 1:
         raise ValueError(f"--synthetic-test-samples must be 0 or >= 2, got {args.synthetic_test_samples}")
     lambdas = parse_lambdas(args.lambdas)
+    source_date()  # a malformed SOURCE_DATE_EPOCH is reported now, not when the first figure is saved
     check_writable(args.out, option="--out", folder=True)
     caches = [ExitCache.read(path) for path in args.caches]
     tests = [ExitCache.read(path) for path in args.test]

@@ -25,13 +25,32 @@ from pathlib import Path
 FORMATS = {"png": {"dpi": 200}, "pdf": {}}
 
 
+def source_date() -> float | None:
+    """``SOURCE_DATE_EPOCH`` as seconds since the epoch, or None when unset.
+
+    The one reading of the variable: figure dates and the report index's
+    "Generated" line both follow it.
+
+    Raises
+    ------
+    ValueError
+        If it is set to something other than a non-negative integer.
+    """
+    text = os.environ.get("SOURCE_DATE_EPOCH")
+    if not text:
+        return None
+    if not text.strip().isdigit():
+        raise ValueError(f"SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), got {text!r}")
+    return float(text)
+
+
 def reproducible_metadata(fmt: str) -> dict:
     """``savefig(metadata=...)`` that keeps the file free of the time of saving.
 
     PDF: no CreationDate unless ``SOURCE_DATE_EPOCH`` is set (then matplotlib
     writes that one). PNG: nothing to remove.
     """
-    if fmt == "pdf" and not os.environ.get("SOURCE_DATE_EPOCH"):
+    if fmt == "pdf" and source_date() is None:
         return {"CreationDate": None}
     return {}
 

@@ -42,7 +42,7 @@ import pandas as pd
 from dyce_search import CacheError
 
 from . import curves, tables
-from .figure_files import FORMATS, save_figure_file
+from .figure_files import FORMATS, save_figure_file, source_date
 from .searches import method_curves
 from .displays import (
     EnsembleDisplay,
@@ -801,7 +801,7 @@ def _index(output, named, held, options, results, methods, selected) -> str:
     lines = [
         "# DyCE analysis report",
         "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python -m analysis`.",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(source_date()))} by `python -m analysis`.",
         f"Searches: {lam.size} lambda values in [{lam.min():g}, {lam.max():g}], objective "
         f"`{options.objective}` (Eq. 12). Fronts and Table II: exact descent (`dyce_search.front`, "
         f"`dyce_search.cheapest`); the paper's methods in Fig. 5: threshold minimisation `{options.threshold}`.",

@@ -88,3 +88,20 @@ def test_save_figure_file_writes_the_format_of_the_suffix(tmp_path, suffix):
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(
         save_figure_file(fig, tmp_path / f"g.{suffix}").read_bytes()).digest()
     plt.close(fig)
+
+
+def test_report_index_date_follows_source_date_epoch(tmp_path, monkeypatch):
+    from analysis.__main__ import main
+    from analysis.figure_files import source_date
+    from dyce_search.synthetic import make_cache
+
+    cache = make_cache("resnet18", n_samples=200, n_classes=10, seed=0).write(tmp_path / "c.parquet")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert main([str(cache), "--out", str(tmp_path / "r"), "--lambdas", "0,1", "--no-iterative",
+                 "--disable-first", "0", "--quiet"]) == 0
+    assert "Generated 2023-11-14 22:13 UTC by" in (tmp_path / "r" / "README.md").read_text()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH must be a non-negative integer"):
+        source_date()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert source_date() is None
