@@ -47,6 +47,7 @@ def test_macs_of_a_vision_transformer(capsys):
 
 
 def test_per_backbone_defaults_come_from_the_registry(capsys, monkeypatch):
+    import extract.digits  # noqa: F401  registers "digits" on import: before the copy, so the restore keeps it
     from extract.backbones import registry
 
     monkeypatch.setattr(registry, "_USER", dict(registry._USER))
