@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Repeatable file options and what their i-th file belongs to:
+#: (option's attribute, what its files are, the partners' attribute, what those are, why it matters).
+_PAIRINGS = (
+    ("test", "--test caches", "caches", "CACHE arguments", ""),
+    ("costs", "--costs profiles", "caches", "CACHE arguments", ""),
+    ("validation", "--validation caches", "test", "--test caches", "; certified rows are reported on the test split"),
+)
+
+
 def _index_or_name(text):
     if text is None:
         return None
@@ -110,14 +119,10 @@ def _run(args) -> int:
 
     if not args.caches and not args.synthetic:
         raise ValueError("give at least one CACHE or --synthetic BACKBONE")
-    if len(args.test) > len(args.caches):
-        raise ValueError(f"{len(args.test)} --test caches for {len(args.caches)} CACHE arguments (they pair in order)")
-    if len(args.costs) > len(args.caches):
-        raise ValueError(f"{len(args.costs)} --costs profiles for {len(args.caches)} CACHE arguments (they pair in "
-                         "order)")
-    if len(args.validation) > len(args.test):
-        raise ValueError(f"{len(args.validation)} --validation caches for {len(args.test)} --test caches (they pair "
-                         "in order; certified rows are reported on the test split)")
+    for files, what, partners, partners_are, why in _PAIRINGS:
+        n, m = len(getattr(args, files)), len(getattr(args, partners))
+        if n > m:
+            raise ValueError(f"{n} {what} for {m} {partners_are} (they pair in order{why})")
     if args.synthetic_samples < 1:
         raise ValueError(f"--synthetic-samples must be >= 1, got {args.synthetic_samples}")
     if args.synthetic_test_samples < 0 or args.synthetic_test_samples == 1:
