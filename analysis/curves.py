@@ -91,25 +91,6 @@ def base_accuracy(result) -> float:
     return float(table["accuracy"].iloc[i] / table["rel_accuracy"].iloc[i])
 
 
-def original_cost(result) -> float:
-    """Cost of the original model in the result's unit (the denominator of C, Eq. 11).
-
-    Read from the cost profile the search recorded (``metadata["costs"]``),
-    else recovered from any row as ``cost / rel_cost``, the same quotient
-    Eq. 11 divides by; NaN if the result records neither (no profile and no
-    row with a finite, positive cost).
-    """
-    from dyce_search import Costs
-
-    doc = result.metadata.get("costs")
-    if doc is not None:
-        return Costs.from_dict(doc, source="result metadata 'costs'").total
-    table = result.table
-    rel, cost = table["rel_cost"].to_numpy(float), table["cost"].to_numpy(float)
-    ok = np.flatnonzero((rel > 0) & np.isfinite(rel) & np.isfinite(cost))
-    return float(cost[ok[0]] / rel[ok[0]]) if ok.size else float("nan")
-
-
 def frame_unit(frame: pd.DataFrame, what: str = "the curves") -> str:
     """The one cost unit of ``frame``'s ``unit`` column.
 

@@ -259,7 +259,7 @@ class TradeoffDisplay:
         from .static_family import reference_models
 
         frame = curves.tradeoff_curves(results, pareto=pareto, on=on, in_sample=in_sample)
-        total = {str(n): curves.original_cost(r) for n, r in results.items()}
+        total = {str(n): r.original_cost for n, r in results.items()}
         refs = reference_models([r.metadata for r in results.values()]) if references else None
         return cls(frame, total, title, refs)
 

@@ -108,7 +108,7 @@ def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.Dat
     ResultError
         If the results disagree on ``num_classes`` or none are given.
     """
-    from .curves import base_accuracy, original_cost
+    from .curves import base_accuracy
 
     if not results:
         raise ResultError("Table II needs at least one search result")
@@ -121,7 +121,7 @@ def table_ii(results: Mapping, levels: Sequence[float] = PAPER_LEVELS) -> pd.Dat
         f = required_cost(result.table.reset_index(drop=True), levels)
         f.insert(0, "model", str(name))
         f.insert(1, "base_accuracy", base_accuracy(result))
-        f.insert(2, "total_cost", original_cost(result))
+        f.insert(2, "total_cost", result.original_cost)
         f.insert(3, "unit", result.unit)
         frames.append(f)
     return pd.concat(frames, ignore_index=True)
@@ -276,7 +276,7 @@ def table_ii_held_out(name: str, searched, front, selected, test, levels: Sequen
         bootstrap interval) and :func:`certified_levels` (``held``,
         ``fallback``, ``risk_bound``); NaN where a column does not apply.
     """
-    from .curves import head_accuracy, original_cost
+    from .curves import head_accuracy
 
     levels = _check_levels(levels)
     delta = selected.metadata.get("delta")
@@ -289,7 +289,7 @@ def table_ii_held_out(name: str, searched, front, selected, test, levels: Sequen
     units = {what: r.unit for what, r in (("searched", searched), ("front", front), ("selected", selected))}
     if len(set(units.values())) > 1:
         raise ResultError(f"Table II of {name!r} mixes cost units {units}; search all three with one cost profile")
-    total, unit = original_cost(searched), searched.unit
+    total, unit = searched.original_cost, searched.unit
     held = held_out_levels(front, test, levels, n_boot=n_boot, seed=seed).assign(
         model=name, basis=HELD_OUT_BASIS, base_accuracy=a_test, total_cost=total, unit=unit)
     certified = certified_levels(selected, test).assign(

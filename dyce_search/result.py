@@ -223,6 +223,24 @@ class SearchResult:
         return str(self._metadata.get("cost_unit", DEFAULT_UNIT))
 
     @property
+    def original_cost(self) -> float:
+        """Cost per sample of the original model in :attr:`unit`: the denominator of C (Eq. 11).
+
+        The total of the cost profile the search recorded (``metadata["costs"]``),
+        else the search cache's ``total_macs``; for a table built without that
+        metadata, ``cost / rel_cost`` of its first row with a finite, positive
+        C; NaN if there is none.
+        """
+        md = self._metadata
+        if md.get("costs") is not None:
+            return Costs.from_dict(md["costs"], source="result metadata 'costs'").total
+        if md.get("total_macs") is not None:
+            return float(md["total_macs"])
+        rel, cost = self._table["rel_cost"].to_numpy(float), self._table["cost"].to_numpy(float)
+        ok = np.flatnonzero((rel > 0) & np.isfinite(rel) & np.isfinite(cost))
+        return float(cost[ok[0]] / rel[ok[0]]) if ok.size else float("nan")
+
+    @property
     def lambdas(self) -> np.ndarray:
         """float64 [len(self)]: lambda of each row."""
         return self._table["lambda"].to_numpy(dtype=np.float64)

@@ -116,14 +116,12 @@ def _check_candidates(candidates, validation_cache, risk, delta, allow_mixed=Fal
     return delta
 
 
-def _head_row(md):
+def _head_row(candidates):
     """Search-split metrics of the original model, the fallback when nothing is certified."""
-    from .costs import Costs
-
-    total = Costs.from_dict(md["costs"]).total if md.get("costs") else float(md["total_macs"])
+    md = candidates.metadata
     n = int(md["n_samples"])
-    return {"rel_cost": 1.0, "rel_accuracy": 1.0, "accuracy": float(md["head_accuracy"]), "cost": total,
-            "f": math.nan, "exits": [0] * len(md["positions"]) + [n]}
+    return {"rel_cost": 1.0, "rel_accuracy": 1.0, "accuracy": float(md["head_accuracy"]),
+            "cost": candidates.original_cost, "f": math.nan, "exits": [0] * len(md["positions"]) + [n]}
 
 
 def fallback_levels(p_values, delta, spread):
@@ -241,7 +239,7 @@ def select(candidates, validation_cache, max_drop, delta=0.1, risk="accuracy", s
                      "searched_by": str(table["method"].iloc[i])}
         else:
             config = Config.empty(len(md["positions"]))
-            row = {"lambda": math.nan, **_head_row(md)}
+            row = {"lambda": math.nan, **_head_row(candidates)}
             extra = {"fallback": True, "risk_observed": 0.0, "risk_bound": 0.0, "p_value": math.nan,
                      "searched_by": "original model"}
         ev = problem.evaluate(config)
